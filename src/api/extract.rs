@@ -1,0 +1,215 @@
+//! `Ruma<Req>`: the one extractor every Matrix endpoint uses.
+//!
+//! It reads the body (within the size limit), authenticates the request by the endpoint's
+//! own auth scheme, applies rate limiting where the endpoint's metadata asks for it, and
+//! parses path, query and body into ruma's request type. No path or JSON shape is written by
+//! hand. `RumaResponse` turns ruma's response types back into HTTP.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, FromRequest, RawPathParams, Request},
+    response::{IntoResponse, Response},
+};
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode, request::Parts};
+use ruma::api::{
+    IncomingRequest, IncomingRequestExt as _, OutgoingResponse, OutgoingResponseExt as _,
+    auth_scheme::{
+        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, AuthScheme, NoAccessToken,
+        NoAuthentication,
+    },
+    error::{DeserializationError, FromHttpRequestError},
+};
+
+use crate::{
+    error::{Error, Result},
+    service::{Services, auth::AuthedUser, secrets},
+};
+
+/// A parsed, authenticated Matrix request.
+pub struct Ruma<T: IncomingRequest>
+where
+    T::Authentication: Authenticate,
+{
+    pub body: T,
+    /// Who made the request, as the endpoint's auth scheme defines it.
+    pub auth: <T::Authentication as Authenticate>::Identity,
+}
+
+impl<T: IncomingRequest> std::ops::Deref for Ruma<T>
+where
+    T::Authentication: Authenticate,
+{
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.body
+    }
+}
+
+/// How Parley checks each of ruma's auth schemes.
+pub trait Authenticate: AuthScheme {
+    type Identity: Send;
+
+    fn authenticate(token: Option<&str>, services: &Services) -> impl Future<Output = Result<Self::Identity>> + Send;
+}
+
+impl Authenticate for AccessToken {
+    type Identity = AuthedUser;
+
+    async fn authenticate(token: Option<&str>, services: &Services) -> Result<AuthedUser> {
+        services.auth.authenticate(token.ok_or_else(Error::missing_token)?).await
+    }
+}
+
+impl Authenticate for AccessTokenOptional {
+    type Identity = Option<AuthedUser>;
+
+    async fn authenticate(token: Option<&str>, services: &Services) -> Result<Option<AuthedUser>> {
+        match token {
+            Some(token) => services.auth.authenticate(token).await.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Authenticate for NoAuthentication {
+    type Identity = ();
+
+    async fn authenticate(_: Option<&str>, _: &Services) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Authenticate for NoAccessToken {
+    type Identity = ();
+
+    async fn authenticate(_: Option<&str>, _: &Services) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Parley runs no application services, so no appservice token is ever valid.
+impl Authenticate for AppserviceToken {
+    type Identity = ();
+
+    async fn authenticate(token: Option<&str>, _: &Services) -> Result<()> {
+        match token {
+            Some(_) => Err(Error::unknown_token("Unknown application service token")),
+            None => Err(Error::missing_token()),
+        }
+    }
+}
+
+/// Login and registration accept an optional appservice token. With no application services
+/// configured, a client's stray user token is ignored rather than rejected, as other servers do.
+impl Authenticate for AppserviceTokenOptional {
+    type Identity = ();
+
+    async fn authenticate(_: Option<&str>, _: &Services) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<T> FromRequest<Arc<Services>> for Ruma<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: Authenticate,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request, services: &Arc<Services>) -> Result<Self> {
+        let (mut parts, body) = request.into_parts();
+        let path_args = path_args(&mut parts, services).await?;
+        let body = read_body(body, services.config.http.max_request_body_bytes, &parts.method).await?;
+        let request = http::Request::from_parts(parts, &body[..]);
+
+        let token = access_token(&request)?;
+        let auth = T::Authentication::authenticate(token.as_deref(), services).await?;
+
+        if T::RATE_LIMITED {
+            let key = match &token {
+                Some(token) => format!("t:{}", secrets::fingerprint(token)),
+                None => format!("ip:{}", client_ip(&request).map_or_else(String::new, |ip| ip.to_string())),
+            };
+            services.rate_limiter.check(&key).map_err(Error::limit_exceeded)?;
+        }
+
+        let path_refs: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let body = T::try_from_http_request(request, &path_refs).map_err(parse_error)?;
+        Ok(Self { body, auth })
+    }
+}
+
+async fn path_args(parts: &mut Parts, services: &Arc<Services>) -> Result<Vec<String>> {
+    use axum::extract::FromRequestParts as _;
+    let params = RawPathParams::from_request_parts(parts, services)
+        .await
+        .map_err(|e| Error::invalid_param(format!("Invalid path parameter: {e}")))?;
+    Ok(params.iter().map(|(_, value)| value.to_owned()).collect())
+}
+
+async fn read_body(body: Body, limit: usize, method: &Method) -> Result<Bytes> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::too_large(format!("Request body exceeds {limit} bytes")))?;
+    // Clients send POST/PUT with no body where every field is optional; ruma expects an object.
+    if bytes.is_empty() && (method == Method::POST || method == Method::PUT) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    Ok(bytes)
+}
+
+/// The access token from the `Authorization` header or the deprecated `access_token` query
+/// parameter, extracted by ruma.
+fn access_token(request: &http::Request<&[u8]>) -> Result<Option<String>> {
+    AccessTokenOptional::extract_authentication(request).map_err(|_| Error::unknown_token("Malformed access token"))
+}
+
+fn client_ip<B>(request: &http::Request<B>) -> Option<std::net::IpAddr> {
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
+}
+
+/// Maps ruma's parse failures onto the spec's error codes: unparseable JSON is M_NOT_JSON,
+/// JSON of the wrong shape M_BAD_JSON, a bad path or query parameter M_INVALID_PARAM.
+fn parse_error(error: FromHttpRequestError) -> Error {
+    match error {
+        FromHttpRequestError::MethodMismatch { .. } => {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                Error::not_json(format!("Request body is not valid JSON: {e}"))
+            }
+            _ => Error::bad_json(format!("Request body has the wrong shape: {e}")),
+        },
+        FromHttpRequestError::Deserialization(DeserializationError::Utf8(e)) => {
+            Error::not_json(format!("Request body is not UTF-8: {e}"))
+        }
+        FromHttpRequestError::Deserialization(other) => Error::invalid_param(format!("Invalid request: {other}")),
+        other => Error::invalid_param(format!("Invalid request: {other}")),
+    }
+}
+
+/// A ruma response, as an HTTP response.
+pub struct RumaResponse<T>(pub T);
+
+impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(response) => response.map(|body| Body::from(body.freeze())).into_response(),
+            Err(e) => Error::internal(format!("serializing response: {e}")).into_response(),
+        }
+    }
+}
+
+impl<T> From<T> for RumaResponse<T> {
+    fn from(value: T) -> Self {
+        Self(value)
+    }
+}
+
+/// Shorthand for what every handler returns.
+pub type RumaResult<T> = Result<RumaResponse<T>>;

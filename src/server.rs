@@ -1,0 +1,55 @@
+//! Starting and stopping one homeserver.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{api, config::Config, service::Services, storage::Storage};
+
+/// A running server.
+pub struct Handle {
+    pub addr: SocketAddr,
+    pub services: Arc<Services>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+pub struct Server;
+
+impl Server {
+    /// Connects storage (migrating it), then serves the API on `listener` until
+    /// [`Handle::shutdown`] is called.
+    pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Handle> {
+        let config = Arc::new(config);
+        let storage = Storage::connect(&config.database.url, config.database.max_connections).await?;
+        let services = Services::build(Arc::clone(&config), storage).await?;
+        let addr = listener.local_addr().context("reading the listener's address")?;
+        let app = api::router::build(&services);
+        let (shutdown, mut stop) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, server_name = %config.server_name, backend = ?services.storage.backend, "listening");
+        Ok(Handle { addr, services, shutdown, task })
+    }
+}
+
+impl Handle {
+    /// Stops accepting connections, lets in-flight requests finish, then closes the database.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task")?.context("serving")?;
+        self.services.storage.close().await;
+        Ok(())
+    }
+
+    /// Resolves when the server stops by itself (an accept loop error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("server task")?.context("serving")
+    }
+}

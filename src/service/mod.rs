@@ -1,0 +1,57 @@
+//! Domain logic. Handlers call into these services; services call storage.
+
+pub mod account_data;
+pub mod accounts;
+pub mod auth;
+pub mod devices;
+pub mod password;
+pub mod ratelimit;
+pub mod secrets;
+pub mod uiaa;
+
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    config::Config,
+    storage::{Storage, StreamAllocator},
+};
+
+/// Everything one homeserver's handlers need. One per server; no globals, so several servers
+/// can run in one process.
+pub struct Services {
+    pub config: Arc<Config>,
+    pub storage: Storage,
+    pub stream: Arc<StreamAllocator>,
+    pub auth: auth::AuthService,
+    pub accounts: Arc<accounts::AccountService>,
+    pub devices: devices::DeviceService,
+    pub uiaa: uiaa::UiaaService,
+    pub account_data: account_data::AccountDataService,
+    pub rate_limiter: ratelimit::RateLimiter,
+}
+
+impl Services {
+    pub async fn build(config: Arc<Config>, storage: Storage) -> anyhow::Result<Arc<Self>> {
+        let stream = StreamAllocator::new(storage.max_stream_pos().await?);
+        let accounts = Arc::new(accounts::AccountService::new(Arc::clone(&config), storage.clone()));
+        Ok(Arc::new(Self {
+            auth: auth::AuthService::new(storage.clone()),
+            devices: devices::DeviceService::new(storage.clone()),
+            uiaa: uiaa::UiaaService::new(storage.clone(), Arc::clone(&accounts)),
+            account_data: account_data::AccountDataService::new(storage.clone(), Arc::clone(&stream)),
+            rate_limiter: ratelimit::RateLimiter::new(config.rate_limits.clone()),
+            accounts,
+            stream,
+            storage,
+            config,
+        }))
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp Parley stores.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,44 @@
+//! The PostgreSQL backend: one pool; PostgreSQL's MVCC lets writers run concurrently.
+
+mod account_data;
+mod devices;
+mod registration;
+mod users;
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+use super::{Backend, Closer, Storage};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone, Debug)]
+pub(super) struct PgDb {
+    pub pool: PgPool,
+}
+
+pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Storage> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(url)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    let db = PgDb { pool };
+    Ok(Storage {
+        backend: Backend::Postgres,
+        users: Arc::new(users::PgUsers(db.clone())),
+        devices: Arc::new(devices::PgDevices(db.clone())),
+        account_data: Arc::new(account_data::PgAccountData(db.clone())),
+        registration: Arc::new(registration::PgRegistration(db.clone())),
+        closer: Arc::new(db),
+    })
+}
+
+#[async_trait::async_trait]
+impl Closer for PgDb {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
