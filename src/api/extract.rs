@@ -132,13 +132,23 @@ where
         if T::RATE_LIMITED {
             let key = match &token {
                 Some(token) => format!("t:{}", secrets::fingerprint(token)),
-                None => format!("ip:{}", client_ip(&request).map_or_else(String::new, |ip| ip.to_string())),
+                None => {
+                    let ip = client_ip(&request, services.config.http.trust_forwarded_for);
+                    format!("ip:{}", ip.map_or_else(String::new, |ip| ip.to_string()))
+                }
             };
             services.rate_limiter.check(&key).map_err(Error::limit_exceeded)?;
         }
 
         let path_refs: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = T::try_from_http_request(request, &path_refs).map_err(parse_error)?;
+        // Some of ruma's deserializers panic on malformed input (e.g. a login body without
+        // `type`); no input may take a handler down, so a panic here is a bad request.
+        let parsed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::try_from_http_request(request, &path_refs)));
+        let body = match parsed {
+            Ok(result) => result.map_err(parse_error)?,
+            Err(_) => return Err(Error::bad_json("Request body has the wrong shape")),
+        };
         Ok(Self { body, auth })
     }
 }
@@ -168,8 +178,15 @@ fn access_token(request: &http::Request<&[u8]>) -> Result<Option<String>> {
     AccessTokenOptional::extract_authentication(request).map_err(|_| Error::unknown_token("Malformed access token"))
 }
 
-fn client_ip<B>(request: &http::Request<B>) -> Option<std::net::IpAddr> {
-    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
+/// The client's address: the connection's peer, or the first `X-Forwarded-For` entry when
+/// the config says a reverse proxy sets it.
+fn client_ip<B>(request: &http::Request<B>, trust_forwarded_for: bool) -> Option<std::net::IpAddr> {
+    let forwarded = || {
+        let header = request.headers().get("x-forwarded-for")?.to_str().ok()?;
+        header.split(',').next()?.trim().parse().ok()
+    };
+    let peer = || request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    if trust_forwarded_for { forwarded().or_else(peer) } else { peer() }
 }
 
 /// Maps ruma's parse failures onto the spec's error codes: unparseable JSON is M_NOT_JSON,

@@ -150,6 +150,10 @@ pub struct HttpConfig {
     /// Longest long-poll a client may ask of `/sync`; longer `timeout`s are cut to it.
     #[serde(default = "default_max_sync_timeout")]
     pub max_sync_timeout_secs: u64,
+    /// Take the client's address from `X-Forwarded-For` (set by a reverse proxy) rather than
+    /// from the connection. Only enable it behind a proxy that sets the header.
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for HttpConfig {
@@ -158,6 +162,7 @@ impl Default for HttpConfig {
             max_request_body_bytes: default_max_body(),
             request_timeout_secs: default_request_timeout(),
             max_sync_timeout_secs: default_max_sync_timeout(),
+            trust_forwarded_for: false,
         }
     }
 }

@@ -1,0 +1,9 @@
+//! Integration tests: real servers over real HTTP, on SQLite and on PostgreSQL.
+
+mod harness;
+
+mod accounts;
+mod cli;
+mod errors;
+mod real_client;
+mod storage;
