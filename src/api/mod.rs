@@ -3,3 +3,4 @@
 pub mod client;
 pub mod extract;
 pub mod router;
+pub mod server;

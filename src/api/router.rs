@@ -31,6 +31,7 @@ use tower_http::{
 use super::{
     client,
     extract::{Authenticate, Ruma},
+    server,
 };
 use crate::{error::Error, service::Services};
 
@@ -72,7 +73,7 @@ impl RumaRouter for Router<Arc<Services>> {
 /// The whole application: every route and every layer.
 pub fn build(services: &Arc<Services>) -> Router {
     let config = &services.config;
-    let router = client::routes(Router::new())
+    let router = server::routes(client::routes(Router::new()))
         .fallback(unrecognized)
         // Must come after every route: it applies to the routes registered so far.
         .method_not_allowed_fallback(method_not_allowed)

@@ -214,7 +214,8 @@ impl Default for LoggingConfig {
 }
 
 fn default_log_level() -> String {
-    "info".to_owned()
+    // ruma's auth checks log every decision at info level.
+    "info,ruma_state_res=warn".to_owned()
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

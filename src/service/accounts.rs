@@ -6,7 +6,7 @@ use http::StatusCode;
 use ruma::{OwnedUserId, UserId, api::error::ErrorKind};
 use serde_json::Value as JsonValue;
 
-use super::{now_ms, password, secrets};
+use super::{now_ms, password, rooms::Rooms, secrets};
 use crate::{
     config::Config,
     error::{Error, Result},
@@ -19,6 +19,7 @@ const MAX_PROFILE_BYTES: usize = 64 * 1024;
 pub struct AccountService {
     config: Arc<Config>,
     storage: Storage,
+    rooms: Arc<Rooms>,
 }
 
 /// What creating an account needs.
@@ -32,8 +33,8 @@ pub struct NewAccount<'a> {
 }
 
 impl AccountService {
-    pub fn new(config: Arc<Config>, storage: Storage) -> Self {
-        Self { config, storage }
+    pub fn new(config: Arc<Config>, storage: Storage, rooms: Arc<Rooms>) -> Self {
+        Self { config, storage, rooms }
     }
 
     /// Validates a requested localpart and makes the user ID, without checking it is free.
@@ -134,9 +135,13 @@ impl AccountService {
         Ok(())
     }
 
-    /// Deactivates the account for good: it can no longer log in, its devices and tokens go,
-    /// and its profile is erased. The user ID is never handed out again.
+    /// Deactivates the account for good: it leaves its rooms, can no longer log in, its
+    /// devices and tokens go, and its profile is erased. The user ID is never handed out again.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        if self.storage.users.get(user_id).await?.is_none() {
+            return Err(Error::not_found("No such user"));
+        }
+        self.rooms.leave_all(user_id).await?;
         if !self.storage.users.deactivate(user_id).await? {
             return Err(Error::not_found("No such user"));
         }
@@ -163,6 +168,10 @@ impl AccountService {
             return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::ProfileTooLarge, "Profile would exceed 64 KiB"));
         }
         self.storage.users.set_profile_field(user_id, field, value.as_ref()).await?;
+        if field == "displayname" || field == "avatar_url" {
+            // Clients render names from member events, so every joined room gets a new one.
+            self.rooms.propagate_profile(user_id, &profile).await?;
+        }
         Ok(())
     }
 

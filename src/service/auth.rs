@@ -16,6 +16,13 @@ pub struct AuthedUser {
     pub device_id: OwnedDeviceId,
 }
 
+impl AuthedUser {
+    /// This user and device as the viewer of events.
+    pub fn viewer(&self) -> super::rooms::Viewer<'_> {
+        super::rooms::Viewer { user_id: &self.user_id, device_id: Some(&self.device_id) }
+    }
+}
+
 /// A freshly issued login.
 #[derive(Debug)]
 pub struct NewSession {

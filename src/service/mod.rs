@@ -4,9 +4,12 @@ pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod devices;
+pub mod filter;
 pub mod password;
 pub mod ratelimit;
+pub mod rooms;
 pub mod secrets;
+pub mod server_keys;
 pub mod uiaa;
 
 use std::{
@@ -31,12 +34,16 @@ pub struct Services {
     pub uiaa: uiaa::UiaaService,
     pub account_data: account_data::AccountDataService,
     pub rate_limiter: ratelimit::RateLimiter,
+    pub rooms: Arc<rooms::Rooms>,
 }
 
 impl Services {
     pub async fn build(config: Arc<Config>, storage: Storage) -> anyhow::Result<Arc<Self>> {
         let stream = StreamAllocator::new(storage.max_stream_pos().await?);
-        let accounts = Arc::new(accounts::AccountService::new(Arc::clone(&config), storage.clone()));
+        let key = Arc::new(server_keys::load_or_create(&storage).await?);
+        let rooms = Arc::new(rooms::Rooms::new(Arc::clone(&config), storage.clone(), Arc::clone(&stream), key));
+        let accounts =
+            Arc::new(accounts::AccountService::new(Arc::clone(&config), storage.clone(), Arc::clone(&rooms)));
         Ok(Arc::new(Self {
             auth: auth::AuthService::new(storage.clone()),
             devices: devices::DeviceService::new(storage.clone()),
@@ -44,6 +51,7 @@ impl Services {
             account_data: account_data::AccountDataService::new(storage.clone(), Arc::clone(&stream)),
             rate_limiter: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             accounts,
+            rooms,
             stream,
             storage,
             config,

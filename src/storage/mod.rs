@@ -7,7 +7,10 @@
 
 pub mod account_data;
 pub mod devices;
+pub mod events;
 pub mod registration;
+pub mod rooms;
+pub mod state;
 pub mod stream;
 pub mod users;
 
@@ -21,7 +24,10 @@ use anyhow::Context as _;
 pub use self::{
     account_data::{AccountDataEntry, AccountDataStore},
     devices::{Device, DeviceStore, TokenOwner},
+    events::{Direction, EventStore, NewRoom, PersistEvent, StateChange, StoredEvent, TxnRef},
     registration::{RegistrationStore, RegistrationToken, UiaaSession},
+    rooms::{RoomInfo, RoomStore},
+    state::{Membership, RoomHeadRow, StateEntry, StateStore},
     stream::{StreamAllocator, StreamPosition},
     users::{CreateUserOutcome, NewUser, User, UserStore},
 };
@@ -55,6 +61,9 @@ pub struct Storage {
     pub devices: Arc<dyn DeviceStore>,
     pub account_data: Arc<dyn AccountDataStore>,
     pub registration: Arc<dyn RegistrationStore>,
+    pub rooms: Arc<dyn RoomStore>,
+    pub events: Arc<dyn EventStore>,
+    pub state: Arc<dyn StateStore>,
     closer: Arc<dyn Closer>,
 }
 
@@ -78,7 +87,7 @@ impl Storage {
 
     /// The highest stream position stored in any area; the allocator starts after it.
     pub async fn max_stream_pos(&self) -> StorageResult<i64> {
-        self.account_data.max_stream_pos().await
+        Ok(self.account_data.max_stream_pos().await?.max(self.events.max_stream_pos().await?))
     }
 
     pub async fn close(&self) {

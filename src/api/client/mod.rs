@@ -3,10 +3,15 @@
 mod account;
 mod account_data;
 mod device;
+mod directory;
 mod discovery;
+mod membership;
+mod message;
 mod profile;
 mod register;
+mod room;
 mod session;
+mod state;
 
 use std::sync::Arc;
 
@@ -21,5 +26,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = account::routes(router);
     let router = device::routes(router);
     let router = profile::routes(router);
-    account_data::routes(router)
+    let router = account_data::routes(router);
+    let router = room::routes(router);
+    let router = membership::routes(router);
+    let router = message::routes(router);
+    let router = state::routes(router);
+    directory::routes(router)
 }

@@ -2,7 +2,10 @@
 
 mod account_data;
 mod devices;
+mod events;
 mod registration;
+mod rooms;
+mod state;
 mod users;
 
 use std::{sync::Arc, time::Duration};
@@ -32,6 +35,9 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         devices: Arc::new(devices::PgDevices(db.clone())),
         account_data: Arc::new(account_data::PgAccountData(db.clone())),
         registration: Arc::new(registration::PgRegistration(db.clone())),
+        rooms: Arc::new(rooms::PgRooms(db.clone())),
+        events: Arc::new(events::PgEvents(db.clone())),
+        state: Arc::new(state::PgState(db.clone())),
         closer: Arc::new(db),
     })
 }

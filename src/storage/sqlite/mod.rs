@@ -8,7 +8,10 @@
 
 mod account_data;
 mod devices;
+mod events;
 mod registration;
+mod rooms;
+mod state;
 mod users;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
@@ -47,6 +50,9 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         devices: Arc::new(devices::SqliteDevices(db.clone())),
         account_data: Arc::new(account_data::SqliteAccountData(db.clone())),
         registration: Arc::new(registration::SqliteRegistration(db.clone())),
+        rooms: Arc::new(rooms::SqliteRooms(db.clone())),
+        events: Arc::new(events::SqliteEvents(db.clone())),
+        state: Arc::new(state::SqliteState(db.clone())),
         closer: Arc::new(db),
     })
 }

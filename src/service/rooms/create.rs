@@ -1,0 +1,179 @@
+//! `createRoom`: the sequence of initial events the spec prescribes, all appended under the
+//! new room's lock so nothing interleaves.
+
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomVersionId, UserId, events::TimelineEventType};
+use serde_json::{Map, Value as JsonValue, json};
+
+use super::{EventDraft, Rooms};
+use crate::{
+    config::SUPPORTED_ROOM_VERSIONS,
+    error::{Error, Result},
+    service::now_ms,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    PrivateChat,
+    TrustedPrivateChat,
+    PublicChat,
+}
+
+/// A validated createRoom request.
+pub struct NewRoomRequest<'a> {
+    pub creator: &'a UserId,
+    /// The creator's profile, for their member event.
+    pub profile: &'a [(String, JsonValue)],
+    pub version: RoomVersionId,
+    pub creation_content: Map<String, JsonValue>,
+    pub preset: Preset,
+    /// List the room in the public directory.
+    pub publish: bool,
+    pub power_level_override: Option<Map<String, JsonValue>>,
+    /// `(type, state_key, content)`.
+    pub initial_state: Vec<(String, String, JsonValue)>,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub alias: Option<OwnedRoomAliasId>,
+    pub invite: Vec<OwnedUserId>,
+    pub is_direct: bool,
+}
+
+impl Rooms {
+    pub async fn create_room(&self, req: NewRoomRequest<'_>) -> Result<OwnedRoomId> {
+        if !SUPPORTED_ROOM_VERSIONS.contains(&req.version) {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+                format!("Room version {} is not supported", req.version),
+            ));
+        }
+        if let Some(alias) = &req.alias
+            && self.storage.rooms.resolve_alias(alias).await?.is_some()
+        {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::RoomInUse,
+                "Room alias already taken",
+            ));
+        }
+        if let Some(user) = req.invite.iter().find(|u| u.server_name() != self.config.server_name) {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::Unrecognized,
+                format!("Cannot invite {user}: this server does not federate yet"),
+            ));
+        }
+        let rules = super::RoomHead::rules_for(&req.version)?;
+
+        let mut create = req.creation_content.clone();
+        create.insert("room_version".into(), req.version.as_str().into());
+        if !rules.authorization.use_room_create_sender {
+            create.insert("creator".into(), req.creator.as_str().into());
+        }
+        let (guard, _) = self.create_room_event(req.creator, &req.version, JsonValue::Object(create)).await?;
+        let room_id = guard.room_id().to_owned();
+        let append = |draft: EventDraft| self.append(&guard, req.creator, draft, None);
+
+        let mut member = Map::new();
+        member.insert("membership".into(), "join".into());
+        for (field, value) in req.profile {
+            if field == "displayname" || field == "avatar_url" {
+                member.insert(field.clone(), value.clone());
+            }
+        }
+        append(EventDraft::state(TimelineEventType::RoomMember, req.creator.as_str(), JsonValue::Object(member)))
+            .await?;
+
+        let privileged_creators = rules.authorization.explicitly_privilege_room_creators;
+        let mut power = default_power_levels(req.creator, req.preset, privileged_creators);
+        if req.preset == Preset::TrustedPrivateChat
+            && let Some(users) = power.get_mut("users").and_then(JsonValue::as_object_mut)
+        {
+            for invitee in &req.invite {
+                users.insert(invitee.to_string(), 100.into());
+            }
+        }
+        if let Some(overrides) = req.power_level_override {
+            power.extend(overrides);
+        }
+        append(EventDraft::state(TimelineEventType::RoomPowerLevels, "", JsonValue::Object(power))).await?;
+
+        if let Some(alias) = &req.alias {
+            self.storage.rooms.create_alias(alias, &room_id, req.creator, now_ms()).await?;
+            append(EventDraft::state(TimelineEventType::RoomCanonicalAlias, "", json!({ "alias": alias }))).await?;
+        }
+
+        let overridden = |event_type: &str| req.initial_state.iter().any(|(t, k, _)| t == event_type && k.is_empty());
+        let (join_rule, guest_access) = match req.preset {
+            Preset::PublicChat => ("public", "forbidden"),
+            Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
+        };
+        for (event_type, content) in [
+            (TimelineEventType::RoomJoinRules, json!({ "join_rule": join_rule })),
+            (TimelineEventType::RoomHistoryVisibility, json!({ "history_visibility": "shared" })),
+            (TimelineEventType::RoomGuestAccess, json!({ "guest_access": guest_access })),
+        ] {
+            if !overridden(&event_type.to_string()) {
+                append(EventDraft::state(event_type, "", content)).await?;
+            }
+        }
+        for (event_type, state_key, content) in req.initial_state {
+            append(EventDraft::state(event_type.as_str().into(), state_key, content)).await?;
+        }
+        if let Some(name) = req.name {
+            append(EventDraft::state(TimelineEventType::RoomName, "", json!({ "name": name }))).await?;
+        }
+        if let Some(topic) = req.topic {
+            append(EventDraft::state(TimelineEventType::RoomTopic, "", json!({ "topic": topic }))).await?;
+        }
+        for invitee in &req.invite {
+            let mut content = Map::new();
+            content.insert("membership".into(), "invite".into());
+            if req.is_direct {
+                content.insert("is_direct".into(), true.into());
+            }
+            append(EventDraft::state(TimelineEventType::RoomMember, invitee.as_str(), JsonValue::Object(content)))
+                .await?;
+        }
+        drop(guard);
+        if req.publish {
+            self.storage.rooms.set_public(&room_id, true).await?;
+        }
+        Ok(room_id)
+    }
+}
+
+/// The spec's default power levels, with the creator at 100. From room version 12 creators
+/// hold unlimited power by virtue of the create event and must not be listed.
+fn default_power_levels(creator: &UserId, preset: Preset, privileged_creators: bool) -> Map<String, JsonValue> {
+    let mut users = Map::new();
+    if !privileged_creators {
+        users.insert(creator.to_string(), 100.into());
+    }
+    let invite = if preset == Preset::PublicChat { 50 } else { 0 };
+    let content = json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50,
+            "m.room.power_levels": 100,
+            "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50,
+            "m.room.avatar": 50,
+            "m.room.tombstone": 100,
+            "m.room.server_acl": 100,
+            "m.room.encryption": 100,
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": invite,
+        "notifications": { "room": 50 },
+    });
+    match content {
+        JsonValue::Object(map) => map,
+        _ => Map::new(),
+    }
+}

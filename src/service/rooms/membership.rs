@@ -1,0 +1,174 @@
+//! Membership changes of local users: join, invite, leave, kick, ban, unban, knock, forget.
+//!
+//! Each is one member event through the append path; whether it is allowed is decided by the
+//! room version's auth rules, so the rules live in one place (ruma's state_res).
+
+use ruma::{OwnedUserId, RoomId, UserId, events::TimelineEventType};
+use serde_json::{Map, Value as JsonValue};
+
+use super::{EventDraft, PduRef, Rooms};
+use crate::error::{Error, Result};
+
+/// A membership change one user makes to another's (or their own) membership.
+pub struct MembershipChange<'a> {
+    pub room_id: &'a RoomId,
+    pub sender: &'a UserId,
+    pub target: &'a UserId,
+    pub membership: &'a str,
+    pub reason: Option<&'a str>,
+    /// Extra content fields (e.g. `is_direct` on invites).
+    pub extra: Map<String, JsonValue>,
+}
+
+impl Rooms {
+    /// Appends a member event. Joins and invites carry the target's profile, as clients
+    /// expect to render names from member events.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange<'_>,
+        profile: &[(String, JsonValue)],
+    ) -> Result<PduRef> {
+        if self.head(change.room_id).await?.is_none() {
+            return Err(Error::not_found("Room not found"));
+        }
+        if change.target.server_name() != self.config.server_name {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::Unrecognized,
+                "This server does not federate yet, so only local users can be invited or removed",
+            ));
+        }
+        let mut content = change.extra;
+        content.insert("membership".into(), change.membership.into());
+        if let Some(reason) = change.reason {
+            content.insert("reason".into(), reason.into());
+        }
+        if matches!(change.membership, "join" | "invite" | "knock") {
+            for (field, value) in profile {
+                if field == "displayname" || field == "avatar_url" {
+                    content.insert(field.clone(), value.clone());
+                }
+            }
+        }
+        if change.membership == "join" {
+            self.add_join_authorisation(change.room_id, change.target, &mut content).await?;
+        }
+        let guard = self.lock(change.room_id).await;
+        let draft =
+            EventDraft::state(TimelineEventType::RoomMember, change.target.as_str(), JsonValue::Object(content));
+        self.append(&guard, change.sender, draft, None).await
+    }
+
+    /// For rooms with a `restricted` join rule, names a local member who may invite as the
+    /// authoriser of the join, when the joining user is in one of the allowed rooms. The auth
+    /// rules then decide.
+    async fn add_join_authorisation(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        content: &mut Map<String, JsonValue>,
+    ) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct JoinRules {
+            join_rule: String,
+            #[serde(default)]
+            allow: Vec<AllowRule>,
+        }
+        #[derive(serde::Deserialize)]
+        struct AllowRule {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            room_id: Option<ruma::OwnedRoomId>,
+        }
+        let Some(rules) = self.state_content::<JoinRules>(room_id, "m.room.join_rules", "").await? else {
+            return Ok(());
+        };
+        if !matches!(rules.join_rule.as_str(), "restricted" | "knock_restricted") {
+            return Ok(());
+        }
+        if self.membership(room_id, user_id).await?.is_some_and(|m| matches!(m.membership.as_str(), "join" | "invite"))
+        {
+            return Ok(());
+        }
+        let mut qualifies = false;
+        for rule in rules.allow.iter().filter(|r| r.kind == "m.room_membership") {
+            if let Some(allowed) = &rule.room_id
+                && self.is_joined(allowed, user_id).await?
+            {
+                qualifies = true;
+                break;
+            }
+        }
+        if !qualifies {
+            return Ok(());
+        }
+        if let Some(authoriser) = self.local_member_who_can_invite(room_id).await? {
+            content.insert("join_authorised_via_users_server".into(), authoriser.as_str().into());
+        }
+        Ok(())
+    }
+
+    async fn local_member_who_can_invite(&self, room_id: &RoomId) -> Result<Option<OwnedUserId>> {
+        let levels = self.power_levels(room_id).await?;
+        let members = self.storage.state.room_members(room_id, &["join"]).await?;
+        Ok(members
+            .into_iter()
+            .map(|m| m.user_id)
+            .filter(|user| user.server_name() == self.config.server_name)
+            .find(|user| levels.user_can_invite(user)))
+    }
+
+    /// Hides a room the user has left (or never joined) from their room lists.
+    pub async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
+        match self.membership(room_id, user_id).await? {
+            Some(m) if matches!(m.membership.as_str(), "join" | "invite" | "knock") => Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::BadState,
+                "You must leave the room before forgetting it",
+            )),
+            Some(_) => {
+                self.storage.state.forget(room_id, user_id).await?;
+                Ok(())
+            }
+            None => Err(Error::not_found("You have never been in this room")),
+        }
+    }
+
+    /// The user's current displayname and avatar in every room they are joined to, after
+    /// a profile change.
+    pub async fn propagate_profile(&self, user_id: &UserId, profile: &[(String, JsonValue)]) -> Result<()> {
+        for room in self.storage.state.user_rooms(user_id, &["join"]).await? {
+            let change = MembershipChange {
+                room_id: &room.room_id,
+                sender: user_id,
+                target: user_id,
+                membership: "join",
+                reason: None,
+                extra: Map::new(),
+            };
+            if let Err(e) = self.change_membership(change, profile).await {
+                tracing::warn!(%user_id, room_id = %room.room_id, error = %e, "could not update member event");
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves every room and rejects every invite; used when an account is deactivated.
+    pub async fn leave_all(&self, user_id: &UserId) -> Result<()> {
+        for room in self.storage.state.user_rooms(user_id, &["join", "invite", "knock"]).await? {
+            let change = MembershipChange {
+                room_id: &room.room_id,
+                sender: user_id,
+                target: user_id,
+                membership: "leave",
+                reason: None,
+                extra: Map::new(),
+            };
+            if let Err(e) = self.change_membership(change, &[]).await {
+                tracing::warn!(%user_id, room_id = %room.room_id, error = %e, "could not leave room");
+            }
+        }
+        Ok(())
+    }
+}
