@@ -116,7 +116,10 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             println!("database is up to date");
             Ok(())
         }
-        Command::User(user) => run_user(Services::build(Arc::clone(&config), storage.clone()).await?, user).await,
+        Command::User(user) => {
+            let (_shutdown, stop) = tokio::sync::watch::channel(false);
+            run_user(Services::build(Arc::clone(&config), storage.clone(), stop).await?, user).await
+        }
         Command::RegistrationToken(token) => run_token(&storage, token).await,
     };
     storage.close().await;

@@ -23,10 +23,10 @@ impl Server {
     pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Handle> {
         let config = Arc::new(config);
         let storage = Storage::connect(&config.database.url, config.database.max_connections).await?;
-        let services = Services::build(Arc::clone(&config), storage).await?;
+        let (shutdown, mut stop) = watch::channel(false);
+        let services = Services::build(Arc::clone(&config), storage, shutdown.subscribe()).await?;
         let addr = listener.local_addr().context("reading the listener's address")?;
         let app = api::router::build(&services);
-        let (shutdown, mut stop) = watch::channel(false);
         let task = tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move {

@@ -6,6 +6,7 @@ use http::StatusCode;
 use ruma::{RoomId, UserId, api::error::ErrorKind};
 use serde_json::value::RawValue;
 
+use super::notifier::Notifier;
 use crate::{
     error::{Error, Result},
     storage::{Storage, StreamAllocator},
@@ -17,11 +18,12 @@ const SERVER_MANAGED: &[&str] = &["m.fully_read", "m.push_rules"];
 pub struct AccountDataService {
     storage: Storage,
     stream: Arc<StreamAllocator>,
+    notifier: Arc<Notifier>,
 }
 
 impl AccountDataService {
-    pub fn new(storage: Storage, stream: Arc<StreamAllocator>) -> Self {
-        Self { storage, stream }
+    pub fn new(storage: Storage, stream: Arc<StreamAllocator>, notifier: Arc<Notifier>) -> Self {
+        Self { storage, stream, notifier }
     }
 
     /// Stores `content` (which must be a JSON object) as the user's `data_type` account data.
@@ -53,8 +55,10 @@ impl AccountDataService {
         data_type: &str,
         content: &RawValue,
     ) -> Result<()> {
-        let pos = self.stream.allocate();
+        let mut pos = self.stream.allocate();
         self.storage.account_data.set(user_id, room_id, data_type, content, &pos).await?;
+        let (notifier, user_id) = (Arc::clone(&self.notifier), user_id.to_owned());
+        pos.on_visible(move || notifier.notify_users([&*user_id]));
         drop(pos);
         Ok(())
     }

@@ -26,15 +26,15 @@ pub fn glob_matches(pattern: &str, value: &str) -> bool {
     }
 }
 
+/// Whether `value` (an event or account data type) passes `types` and `not_types`.
+pub fn types_match(types: Option<&[String]>, not_types: &[String], value: &str) -> bool {
+    !not_types.iter().any(|p| glob_matches(p, value))
+        && types.is_none_or(|types| types.iter().any(|p| glob_matches(p, value)))
+}
+
 /// Whether the event passes the filter's type, sender and URL conditions.
 pub fn matches(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
-    let event_type = pdu.event_type.to_string();
-    if filter.not_types.iter().any(|p| glob_matches(p, &event_type)) {
-        return false;
-    }
-    if let Some(types) = &filter.types
-        && !types.iter().any(|p| glob_matches(p, &event_type))
-    {
+    if !types_match(filter.types.as_deref(), &filter.not_types, &pdu.event_type.to_string()) {
         return false;
     }
     if filter.not_senders.contains(&pdu.sender) {

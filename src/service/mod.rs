@@ -5,11 +5,14 @@ pub mod accounts;
 pub mod auth;
 pub mod devices;
 pub mod filter;
+pub mod notifier;
 pub mod password;
+pub mod push;
 pub mod ratelimit;
 pub mod rooms;
 pub mod secrets;
 pub mod server_keys;
+pub mod sync;
 pub mod uiaa;
 
 use std::{
@@ -35,23 +38,48 @@ pub struct Services {
     pub account_data: account_data::AccountDataService,
     pub rate_limiter: ratelimit::RateLimiter,
     pub rooms: Arc<rooms::Rooms>,
+    pub notifier: Arc<notifier::Notifier>,
+    pub sync: sync::SyncService,
 }
 
 impl Services {
-    pub async fn build(config: Arc<Config>, storage: Storage) -> anyhow::Result<Arc<Self>> {
+    pub async fn build(
+        config: Arc<Config>,
+        storage: Storage,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<Self>> {
         let stream = StreamAllocator::new(storage.max_stream_pos().await?);
         let key = Arc::new(server_keys::load_or_create(&storage).await?);
-        let rooms = Arc::new(rooms::Rooms::new(Arc::clone(&config), storage.clone(), Arc::clone(&stream), key));
+        let notifier = Arc::new(notifier::Notifier::default());
+        let rooms = Arc::new(rooms::Rooms::new(
+            Arc::clone(&config),
+            storage.clone(),
+            Arc::clone(&stream),
+            key,
+            Arc::clone(&notifier),
+        ));
         let accounts =
             Arc::new(accounts::AccountService::new(Arc::clone(&config), storage.clone(), Arc::clone(&rooms)));
         Ok(Arc::new(Self {
             auth: auth::AuthService::new(storage.clone()),
             devices: devices::DeviceService::new(storage.clone()),
             uiaa: uiaa::UiaaService::new(storage.clone(), Arc::clone(&accounts)),
-            account_data: account_data::AccountDataService::new(storage.clone(), Arc::clone(&stream)),
+            account_data: account_data::AccountDataService::new(
+                storage.clone(),
+                Arc::clone(&stream),
+                Arc::clone(&notifier),
+            ),
             rate_limiter: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             accounts,
+            sync: sync::SyncService::new(
+                storage.clone(),
+                Arc::clone(&rooms),
+                Arc::clone(&stream),
+                Arc::clone(&notifier),
+                shutdown,
+            ),
             rooms,
+            notifier,
             stream,
             storage,
             config,

@@ -112,6 +112,9 @@ pub trait EventStore: Send + Sync {
         dir: Direction,
     ) -> StorageResult<Option<(OwnedEventId, i64)>>;
 
+    /// The position of each room's latest event.
+    async fn latest_positions(&self, room_ids: &[OwnedRoomId]) -> StorageResult<Vec<(OwnedRoomId, i64)>>;
+
     /// The highest stream position of any event, for seeding the stream allocator.
     async fn max_stream_pos(&self) -> StorageResult<i64>;
 

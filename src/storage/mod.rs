@@ -8,6 +8,7 @@
 pub mod account_data;
 pub mod devices;
 pub mod events;
+pub mod filters;
 pub mod registration;
 pub mod rooms;
 pub mod state;
@@ -64,6 +65,7 @@ pub struct Storage {
     pub rooms: Arc<dyn RoomStore>,
     pub events: Arc<dyn EventStore>,
     pub state: Arc<dyn StateStore>,
+    pub filters: Arc<dyn filters::FilterStore>,
     closer: Arc<dyn Closer>,
 }
 

@@ -7,3 +7,4 @@ mod cli;
 mod errors;
 mod real_client;
 mod storage;
+mod sync;

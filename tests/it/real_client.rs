@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 
 use crate::harness::{Backend, TestServer, both_backends};
 
-both_backends!(js_sdk_registers_and_logs_in);
+both_backends!(js_sdk_registers_and_logs_in, js_sdk_chats_live_through_sync);
 
 fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/js")
@@ -61,5 +61,27 @@ async fn js_sdk_registers_and_logs_in(backend: Backend) {
     assert_eq!(result["login_user_id"], user_id);
     assert_eq!(result["whoami_user_id"], user_id);
     assert_eq!(result["displayname"], "JS Client");
+    s.finish().await;
+}
+
+async fn js_sdk_chats_live_through_sync(backend: Backend) {
+    let Some(s) = TestServer::spawn(backend).await else { return };
+    let result = run_js("live_chat.mjs", &[&s.base]).await;
+    let (dm, group) = (result["dm"].as_str().expect("dm"), result["group"].as_str().expect("group"));
+    let received = |who: &str, room: &str| -> Vec<String> {
+        result[who]
+            .as_array()
+            .expect("received")
+            .iter()
+            .filter(|m| m["room"] == room)
+            .filter_map(|m| m["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(received("bob", dm).contains(&"hello bob, privately".to_owned()), "{result}");
+    assert!(received("bob", group).contains(&"hello everyone".to_owned()), "{result}");
+    assert!(received("carol", group).contains(&"hello everyone".to_owned()), "{result}");
+    assert!(received("carol", dm).is_empty(), "carol is not in the DM: {result}");
+    assert!(received("alice", dm).contains(&"hi alice".to_owned()), "{result}");
+    assert!(received("alice", group).contains(&"hi all".to_owned()), "{result}");
     s.finish().await;
 }

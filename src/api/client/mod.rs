@@ -8,10 +8,12 @@ mod discovery;
 mod membership;
 mod message;
 mod profile;
+mod push;
 mod register;
 mod room;
 mod session;
 mod state;
+mod sync;
 
 use std::sync::Arc;
 
@@ -31,5 +33,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = membership::routes(router);
     let router = message::routes(router);
     let router = state::routes(router);
+    let router = sync::routes(router);
+    let router = push::routes(router);
     directory::routes(router)
 }

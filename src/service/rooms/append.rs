@@ -4,11 +4,14 @@
 //! Every step runs under the room's lock (`RoomGuard`), so the events of a room get one
 //! order, and the state each event is checked against is the state it will follow.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError},
+};
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, DeviceId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, ServerName,
-    UserId,
+    CanonicalJsonObject, CanonicalJsonValue, DeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId,
+    ServerName, UserId,
     canonical_json::to_canonical_value,
     events::TimelineEventType,
     state_res::{self, Event as _},
@@ -279,7 +282,9 @@ impl Rooms {
             _ => None,
         };
 
-        let pos = self.stream.allocate();
+        // Everyone the event concerns, as the room was before it, plus a member event's subject.
+        let audience = if new_room.is_some() { Arc::default() } else { self.audience(&head.room_id).await? };
+        let mut pos = self.stream.allocate();
         let group = self
             .storage
             .events
@@ -303,6 +308,23 @@ impl Rooms {
             })
             .await?;
         let stream_pos = pos.get();
+        let mut targets: Vec<OwnedUserId> = audience.iter().cloned().collect();
+        if let Some((user, membership)) = member {
+            targets.push(user.to_owned());
+            let mut members = (*audience).clone();
+            if matches!(membership, "join" | "invite" | "knock") {
+                members.insert(user.to_owned());
+            } else {
+                members.remove(user);
+            }
+            self.audiences
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(head.room_id.clone(), Arc::new(members));
+        }
+        let notifier = Arc::clone(&self.notifier);
+        pos.on_visible(move || notifier.notify_users(targets.iter().map(|u| &**u)));
+        self.latest.lock().unwrap_or_else(PoisonError::into_inner).insert(head.room_id.clone(), stream_pos);
 
         let pdu = Arc::new(Pdu {
             stream_pos,

@@ -21,13 +21,14 @@ pub mod state;
 pub mod visibility;
 
 use std::{
+    collections::{HashMap, HashSet},
     num::NonZeroUsize,
     sync::{Arc, Mutex, PoisonError},
 };
 
 use lru::LruCache;
 use parley_federation::SigningKey;
-use ruma::{EventId, OwnedEventId, RoomId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
 
 pub use self::{
     append::EventDraft,
@@ -36,6 +37,7 @@ pub use self::{
     lock::{RoomGuard, RoomLocks},
     pdu::{ClientExtras, Pdu, PduRef},
 };
+use super::notifier::Notifier;
 use crate::{
     config::Config,
     error::Result,
@@ -56,10 +58,22 @@ pub struct Rooms {
     heads: Mutex<std::collections::HashMap<ruma::OwnedRoomId, Arc<RoomHead>>>,
     events: Mutex<LruCache<OwnedEventId, PduRef>>,
     lookups: Mutex<LruCache<(i64, String, String), Option<OwnedEventId>>>,
+    notifier: Arc<Notifier>,
+    /// Per room: the users an event there concerns (joined, invited, knocking).
+    audiences: Mutex<HashMap<OwnedRoomId, Arc<HashSet<OwnedUserId>>>>,
+    /// Per room: the stream position of its latest event, so an incremental sync can skip
+    /// rooms where nothing happened without asking the database.
+    latest: Mutex<HashMap<OwnedRoomId, i64>>,
 }
 
 impl Rooms {
-    pub fn new(config: Arc<Config>, storage: Storage, stream: Arc<StreamAllocator>, key: Arc<SigningKey>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        storage: Storage,
+        stream: Arc<StreamAllocator>,
+        key: Arc<SigningKey>,
+        notifier: Arc<Notifier>,
+    ) -> Self {
         let size = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         Self {
             config,
@@ -70,6 +84,9 @@ impl Rooms {
             heads: Mutex::default(),
             events: Mutex::new(LruCache::new(size(EVENT_CACHE_SIZE))),
             lookups: Mutex::new(LruCache::new(size(LOOKUP_CACHE_SIZE))),
+            notifier,
+            audiences: Mutex::default(),
+            latest: Mutex::default(),
         }
     }
 
@@ -123,5 +140,51 @@ impl Rooms {
 
     pub fn signing_key(&self) -> &SigningKey {
         &self.key
+    }
+
+    /// The users an event in the room concerns.
+    async fn audience(&self, room_id: &RoomId) -> Result<Arc<HashSet<OwnedUserId>>> {
+        if let Some(users) = self.audiences.lock().unwrap_or_else(PoisonError::into_inner).get(room_id) {
+            return Ok(Arc::clone(users));
+        }
+        let users: HashSet<OwnedUserId> = self
+            .storage
+            .state
+            .room_members(room_id, &["join", "invite", "knock"])
+            .await?
+            .into_iter()
+            .map(|m| m.user_id)
+            .collect();
+        let users = Arc::new(users);
+        self.audiences.lock().unwrap_or_else(PoisonError::into_inner).insert(room_id.to_owned(), Arc::clone(&users));
+        Ok(users)
+    }
+
+    /// The latest event position of each room, from memory where known.
+    pub async fn latest_positions(&self, room_ids: &[OwnedRoomId]) -> Result<HashMap<OwnedRoomId, i64>> {
+        let mut known = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+            for room in room_ids {
+                match latest.get(room) {
+                    Some(pos) => {
+                        known.insert(room.clone(), *pos);
+                    }
+                    None => missing.push(room.clone()),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let loaded = self.storage.events.latest_positions(&missing).await?;
+            let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+            for (room, pos) in loaded {
+                // An append may have raced ahead of this read; keep the larger.
+                let entry = latest.entry(room.clone()).or_insert(pos);
+                *entry = (*entry).max(pos);
+                known.insert(room, *entry);
+            }
+        }
+        Ok(known)
     }
 }

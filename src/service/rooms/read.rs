@@ -123,8 +123,8 @@ impl Rooms {
                 }
             }
             if exhausted {
-                let end = (!events.is_empty()).then_some(StreamToken(cursor));
-                return Ok(Page { events, end });
+                // Nothing further in this direction: no `end`, as the spec asks.
+                return Ok(Page { events, end: None });
             }
         }
     }

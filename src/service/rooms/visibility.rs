@@ -12,6 +12,11 @@ use ruma::{RoomId, UserId};
 use super::{PduRef, Rooms};
 use crate::error::Result;
 
+/// A user always sees changes to their own membership: the invite, their leave, their kick.
+fn is_own_membership(pdu: &PduRef, user_id: &UserId) -> bool {
+    pdu.event_type == ruma::events::TimelineEventType::RoomMember && pdu.state_key.as_deref() == Some(user_id.as_str())
+}
+
 #[derive(serde::Deserialize)]
 struct VisibilityContent {
     history_visibility: String,
@@ -27,6 +32,10 @@ impl Rooms {
         let mut by_group: HashMap<i64, bool> = HashMap::new();
         let mut visible = Vec::with_capacity(events.len());
         for pdu in events {
+            if is_own_membership(&pdu, user_id) {
+                visible.push(pdu);
+                continue;
+            }
             let allowed = match by_group.get(&pdu.state_group) {
                 Some(allowed) => *allowed,
                 None => {
@@ -44,6 +53,9 @@ impl Rooms {
 
     /// Whether one event is visible to the user.
     pub async fn can_see(&self, user_id: &UserId, pdu: &PduRef) -> Result<bool> {
+        if is_own_membership(pdu, user_id) {
+            return Ok(true);
+        }
         let joined_now = self.is_joined(&pdu.room_id, user_id).await?;
         self.visible_at(pdu.state_group, user_id, joined_now).await
     }

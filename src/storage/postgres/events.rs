@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId};
+use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomId, UserId};
 
 use super::PgDb;
 use crate::storage::{
@@ -218,6 +218,16 @@ impl EventStore for PgEvents {
         let row: Option<(String, i64)> =
             sqlx::query_as(sql).bind(room_id.as_str()).bind(ts).fetch_optional(&self.0.pool).await?;
         row.map(|(id, ts)| Ok((id.try_into()?, ts))).transpose()
+    }
+
+    async fn latest_positions(&self, room_ids: &[OwnedRoomId]) -> StorageResult<Vec<(OwnedRoomId, i64)>> {
+        let ids: Vec<&str> = room_ids.iter().map(|id| id.as_str()).collect();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT room_id, MAX(stream_pos) FROM events WHERE room_id = ANY($1) GROUP BY room_id")
+                .bind(&ids)
+                .fetch_all(&self.0.pool)
+                .await?;
+        rows.into_iter().map(|(room, pos)| Ok((room.try_into()?, pos))).collect()
     }
 
     async fn max_stream_pos(&self) -> StorageResult<i64> {

@@ -3,6 +3,7 @@
 mod account_data;
 mod devices;
 mod events;
+mod filters;
 mod registration;
 mod rooms;
 mod state;
@@ -38,6 +39,7 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         rooms: Arc::new(rooms::PgRooms(db.clone())),
         events: Arc::new(events::PgEvents(db.clone())),
         state: Arc::new(state::PgState(db.clone())),
+        filters: Arc::new(filters::PgFilters(db.clone())),
         closer: Arc::new(db),
     })
 }

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId};
+use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomId, UserId};
 
 use super::SqliteDb;
 use crate::storage::{
@@ -216,6 +216,16 @@ impl EventStore for SqliteEvents {
         let row: Option<(String, i64)> =
             sqlx::query_as(sql).bind(room_id.as_str()).bind(ts).fetch_optional(&self.0.reader).await?;
         row.map(|(id, ts)| Ok((id.try_into()?, ts))).transpose()
+    }
+
+    async fn latest_positions(&self, room_ids: &[OwnedRoomId]) -> StorageResult<Vec<(OwnedRoomId, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT room_id, MAX(stream_pos) FROM events WHERE room_id IN (SELECT value FROM json_each($1)) GROUP BY room_id",
+        )
+        .bind(serde_json::to_string(room_ids)?)
+        .fetch_all(&self.0.reader)
+        .await?;
+        rows.into_iter().map(|(room, pos)| Ok((room.try_into()?, pos))).collect()
     }
 
     async fn max_stream_pos(&self) -> StorageResult<i64> {

@@ -9,6 +9,7 @@
 mod account_data;
 mod devices;
 mod events;
+mod filters;
 mod registration;
 mod rooms;
 mod state;
@@ -53,6 +54,7 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         rooms: Arc::new(rooms::SqliteRooms(db.clone())),
         events: Arc::new(events::SqliteEvents(db.clone())),
         state: Arc::new(state::SqliteState(db.clone())),
+        filters: Arc::new(filters::SqliteFilters(db.clone())),
         closer: Arc::new(db),
     })
 }

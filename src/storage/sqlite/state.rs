@@ -14,7 +14,7 @@ impl StateStore for SqliteState {
     async fn group_state(&self, group: i64) -> StorageResult<Vec<StateEntry>> {
         let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
             "WITH RECURSIVE chain(id, prev_id, n) AS ( \
-               SELECT id, prev_id, 0 FROM state_groups WHERE id = $1 \
+               SELECT id, prev_id, CAST(0 AS BIGINT) FROM state_groups WHERE id = $1 \
                UNION ALL \
                SELECT g.id, g.prev_id, c.n + 1 FROM state_groups g JOIN chain c ON g.id = c.prev_id) \
              SELECT e.event_type, e.state_key, e.event_id, c.n FROM chain c \
@@ -29,7 +29,7 @@ impl StateStore for SqliteState {
     async fn group_lookup(&self, group: i64, event_type: &str, state_key: &str) -> StorageResult<Option<OwnedEventId>> {
         let id: Option<String> = sqlx::query_scalar(
             "WITH RECURSIVE chain(id, prev_id, n) AS ( \
-               SELECT id, prev_id, 0 FROM state_groups WHERE id = $1 \
+               SELECT id, prev_id, CAST(0 AS BIGINT) FROM state_groups WHERE id = $1 \
                UNION ALL \
                SELECT g.id, g.prev_id, c.n + 1 FROM state_groups g JOIN chain c ON g.id = c.prev_id) \
              SELECT e.event_id FROM chain c JOIN state_group_entries e ON e.group_id = c.id \

@@ -1,0 +1,3 @@
+//! Push rules (and, later, notifications and pushers).
+
+pub mod rules;

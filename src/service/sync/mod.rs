@@ -1,0 +1,173 @@
+//! `/sync`: everything a device has not seen yet, exactly once and in order, waiting (without
+//! polling) until there is something when there is nothing.
+//!
+//! A response covers the stream positions `(since, upto]`, where `upto` is the watermark at
+//! the time it was built: every position up to it is committed, so nothing below it can still
+//! appear, and `next_batch = upto` never skips an event. The same `since` always yields the
+//! same data for the same range.
+
+mod room;
+pub mod token;
+
+use std::{sync::Arc, time::Duration};
+
+use ruma::{
+    OwnedRoomId,
+    api::client::{
+        filter::FilterDefinition,
+        sync::sync_events::v3::{self, GlobalAccountData, Rooms as SyncRooms},
+    },
+    serde::Raw,
+};
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+pub use self::token::SyncToken;
+use super::{auth::AuthedUser, notifier::Notifier, rooms::Rooms};
+use crate::{
+    error::{Error, Result},
+    storage::{Membership, Storage, StreamAllocator},
+};
+
+/// A parsed sync request.
+pub struct SyncRequest {
+    pub user: AuthedUser,
+    pub since: Option<SyncToken>,
+    pub full_state: bool,
+    pub filter: FilterDefinition,
+    pub timeout: Duration,
+    pub use_state_after: bool,
+}
+
+pub struct SyncService {
+    storage: Storage,
+    rooms: Arc<Rooms>,
+    stream: Arc<StreamAllocator>,
+    notifier: Arc<Notifier>,
+    /// Flips to true when the server shuts down: waiting syncs answer at once.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl SyncService {
+    pub fn new(
+        storage: Storage,
+        rooms: Arc<Rooms>,
+        stream: Arc<StreamAllocator>,
+        notifier: Arc<Notifier>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self { storage, rooms, stream, notifier, shutdown }
+    }
+
+    pub async fn sync(&self, request: &SyncRequest) -> Result<v3::Response> {
+        if let Some(since) = request.since
+            && since.pos > self.stream.watermark()
+        {
+            return Err(Error::invalid_param("The since token is not one this server issued"));
+        }
+        let listener = self.notifier.listen(&request.user.user_id);
+        let deadline = tokio::time::Instant::now() + request.timeout;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            // Listen before looking: a write that lands while the response is built still
+            // wakes this wait, so it cannot be slept through.
+            let woken = listener.notify().notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let upto = self.stream.watermark();
+            let response = self.build(request, upto).await?;
+            let initial = request.since.is_none();
+            if initial || has_news(&response) || request.timeout.is_zero() || *shutdown.borrow() {
+                return Ok(response);
+            }
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(response),
+                _ = shutdown.changed() => return Ok(response),
+            }
+        }
+    }
+
+    async fn build(&self, request: &SyncRequest, upto: i64) -> Result<v3::Response> {
+        let user_id = &request.user.user_id;
+        let since = request.since.map(|t| t.pos);
+        let room_filter = &request.filter.room;
+        let memberships = self.storage.state.user_rooms(user_id, &["join", "invite", "knock", "leave", "ban"]).await?;
+        let wanted = |room_id: &OwnedRoomId| {
+            room_filter.rooms.as_ref().is_none_or(|rooms| rooms.contains(room_id))
+                && !room_filter.not_rooms.contains(room_id)
+        };
+        let memberships: Vec<Membership> =
+            memberships.into_iter().filter(|m| wanted(&m.room_id) && m.stream_pos <= upto).collect();
+
+        let account_data = self.storage.account_data.changed_since(user_id, since.unwrap_or(0), upto).await?;
+        let builder = room::RoomBuilder { rooms: &self.rooms, storage: &self.storage, request, upto };
+
+        let mut rooms = SyncRooms::new();
+        let joined_ids: Vec<OwnedRoomId> =
+            memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
+        let latest = self.rooms.latest_positions(&joined_ids).await?;
+        for membership in &memberships {
+            let room_id = &membership.room_id;
+            let room_data: Vec<_> =
+                account_data.iter().filter(|e| e.room_id.as_deref() == Some(room_id.as_str())).collect();
+            match membership.membership.as_str() {
+                "join" => {
+                    let changed = since.is_none_or(|s| {
+                        latest.get(room_id).is_some_and(|pos| *pos > s) || !room_data.is_empty() || request.full_state
+                    });
+                    if changed && let Some(joined) = builder.joined(membership, &room_data).await? {
+                        rooms.join.insert(room_id.clone(), joined);
+                    }
+                }
+                "invite" if since.is_none_or(|s| membership.stream_pos > s) => {
+                    rooms.invite.insert(room_id.clone(), builder.invited(membership).await?);
+                }
+                "knock" if since.is_none_or(|s| membership.stream_pos > s) => {
+                    rooms.knock.insert(room_id.clone(), builder.knocked(membership).await?);
+                }
+                "leave" | "ban" if !membership.forgotten => {
+                    let fresh = since.is_some_and(|s| membership.stream_pos > s);
+                    if (fresh || (since.is_none() && room_filter.include_leave))
+                        && let Some(left) = builder.left(membership, &room_data).await?
+                    {
+                        rooms.leave.insert(room_id.clone(), left);
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        let mut response = v3::Response::new(SyncToken { pos: upto }.to_string());
+        response.rooms = rooms;
+        let mut global = GlobalAccountData::new();
+        global.events = account_data
+            .iter()
+            .filter(|e| e.room_id.is_none())
+            .filter(|e| room::account_data_wanted(&request.filter.account_data, &e.data_type))
+            .map(|e| account_data_event(&e.data_type, &e.content))
+            .collect::<Result<_>>()?;
+        response.account_data = global;
+        Ok(response)
+    }
+}
+
+/// Whether a response carries anything for the client (the token alone does not count).
+fn has_news(response: &v3::Response) -> bool {
+    let rooms = &response.rooms;
+    !rooms.join.is_empty()
+        || !rooms.invite.is_empty()
+        || !rooms.leave.is_empty()
+        || !rooms.knock.is_empty()
+        || !response.account_data.events.is_empty()
+        || !response.presence.events.is_empty()
+        || !response.to_device.events.is_empty()
+        || !response.device_lists.changed.is_empty()
+        || !response.device_lists.left.is_empty()
+}
+
+/// `{"type": .., "content": ..}`, the shape of account data events in sync.
+fn account_data_event<T>(data_type: &str, content: &RawValue) -> Result<Raw<T>> {
+    let json = format!(r#"{{"type":{},"content":{}}}"#, serde_json::to_string(data_type)?, content.get());
+    Ok(Raw::from_json(RawValue::from_string(json)?))
+}

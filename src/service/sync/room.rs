@@ -1,0 +1,345 @@
+//! One room's part of a sync response.
+
+use std::collections::BTreeSet;
+
+use ruma::{
+    OwnedEventId, OwnedUserId, RoomId, UInt, UserId,
+    api::client::{
+        filter::{EventFormat, Filter, LazyLoadOptions},
+        sync::sync_events::v3::{
+            InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom, RoomAccountData, State,
+            StateEvents, Timeline,
+        },
+    },
+    events::TimelineEventType,
+    serde::Raw,
+};
+use serde_json::{Map, Value as JsonValue, value::RawValue};
+
+use super::{SyncRequest, account_data_event};
+use crate::{
+    error::Result,
+    service::{
+        filter,
+        rooms::{
+            PduRef, Rooms,
+            read::{PageRequest, StreamToken},
+        },
+    },
+    storage::{AccountDataEntry, Direction, Membership, Storage},
+};
+
+/// Timeline events per room when the filter does not say.
+const DEFAULT_TIMELINE_LIMIT: u32 = 10;
+/// State event types shown to invitees and knockers, as the spec recommends.
+const STRIPPED_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+/// How many heroes a room summary names.
+const HEROES: usize = 5;
+
+pub(super) struct RoomBuilder<'a> {
+    pub rooms: &'a Rooms,
+    pub storage: &'a Storage,
+    pub request: &'a SyncRequest,
+    pub upto: i64,
+}
+
+/// A room's timeline and the state around it.
+struct Section {
+    timeline: Timeline,
+    state: State,
+    membership_changed: bool,
+}
+
+impl RoomBuilder<'_> {
+    fn user(&self) -> &UserId {
+        &self.request.user.user_id
+    }
+
+    fn since(&self) -> Option<i64> {
+        self.request.since.map(|t| t.pos)
+    }
+
+    pub async fn joined(&self, membership: &Membership, room_data: &[&AccountDataEntry]) -> Result<Option<JoinedRoom>> {
+        let since = self.since();
+        let newly_joined = match since {
+            Some(s) if membership.stream_pos > s => self.was_not_joined_at(&membership.room_id, s).await?,
+            _ => false,
+        };
+        let full = since.is_none() || newly_joined || self.request.full_state;
+        let section = self.section(&membership.room_id, since, self.upto, full).await?;
+        let account_data = self.room_account_data(room_data)?;
+        if !full && section.timeline.events.is_empty() && account_data.events.is_empty() {
+            return Ok(None);
+        }
+        let mut room = JoinedRoom::new();
+        if full || section.membership_changed {
+            self.summarise(&membership.room_id, &mut room).await?;
+        }
+        room.timeline = section.timeline;
+        room.state = section.state;
+        room.account_data = account_data;
+        Ok(Some(room))
+    }
+
+    /// A room the user left (or was removed from): the timeline up to the leave event.
+    pub async fn left(&self, membership: &Membership, room_data: &[&AccountDataEntry]) -> Result<Option<LeftRoom>> {
+        let since = self.since();
+        let section =
+            self.section(&membership.room_id, since, membership.stream_pos.min(self.upto), since.is_none()).await?;
+        let mut room = LeftRoom::new();
+        room.timeline = section.timeline;
+        room.state = section.state;
+        room.account_data = self.room_account_data(room_data)?;
+        Ok(Some(room))
+    }
+
+    pub async fn invited(&self, membership: &Membership) -> Result<InvitedRoom> {
+        let mut room = InvitedRoom::new();
+        let mut state = InviteState::new();
+        state.events = self.stripped_state(membership).await?;
+        room.invite_state = state;
+        Ok(room)
+    }
+
+    pub async fn knocked(&self, membership: &Membership) -> Result<KnockedRoom> {
+        let mut room = KnockedRoom::new();
+        let mut state = KnockState::new();
+        state.events = self.stripped_state(membership).await?;
+        room.knock_state = state;
+        Ok(room)
+    }
+
+    /// Whether the user was not yet joined at position `pos` (their join came after it).
+    async fn was_not_joined_at(&self, room_id: &RoomId, pos: i64) -> Result<bool> {
+        let Some(before) = self.storage.events.last_event_at_or_before(room_id, pos).await? else { return Ok(true) };
+        Ok(self.rooms.membership_in_group(before.state_group, self.user()).await? != "join")
+    }
+
+    /// The timeline over `(since, upto]` (its newest events when there are too many) and the
+    /// state the client needs with it: the full state at the start of the timeline when
+    /// `full`, the changes since `since` when the timeline has a gap, nothing otherwise.
+    async fn section(&self, room_id: &RoomId, since: Option<i64>, upto: i64, full: bool) -> Result<Section> {
+        let filter = &self.request.filter.room;
+        let limit =
+            filter.timeline.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| u32::try_from(u64::from(l)).unwrap_or(u32::MAX));
+        let request = PageRequest {
+            from: StreamToken(upto),
+            to: since.map(StreamToken),
+            dir: Direction::Backward,
+            limit: limit.max(1),
+        };
+        let page = self.rooms.paginate(self.user(), room_id, request, &filter.timeline).await?;
+        let mut events = page.events;
+        events.reverse();
+        let limited = page.end.is_some();
+        let prev_batch = StreamToken(events.first().map_or(upto, |first| first.stream_pos - 1));
+
+        let start_group = self.group_at(room_id, prev_batch.0).await?;
+        let end_group = self.group_at(room_id, upto).await?;
+        let since_group = match since {
+            Some(s) => self.group_at(room_id, s).await?,
+            None => None,
+        };
+        let (state_events, after) = if self.request.use_state_after {
+            // `state_after`: the state at the end of the timeline, as a change from `since`.
+            let base = if full { None } else { since_group };
+            (self.state_diff(end_group, base).await?, true)
+        } else if full {
+            (self.state_diff(start_group, None).await?, false)
+        } else if limited {
+            (self.state_diff(start_group, since_group).await?, false)
+        } else {
+            (Vec::new(), false)
+        };
+        let state_events = self.lazy_filter(state_events, &events, start_group).await?;
+        let membership_changed =
+            events.iter().chain(state_events.iter()).any(|p| p.event_type == TimelineEventType::RoomMember);
+
+        let mut timeline = Timeline::new();
+        timeline.limited = limited;
+        timeline.prev_batch = Some(prev_batch.to_string());
+        timeline.events = self.render(&events).await?;
+        let mut state = StateEvents::new();
+        state.events = self.render(&state_events).await?;
+        let state = if after { State::After(state) } else { State::Before(state) };
+        Ok(Section { timeline, state, membership_changed })
+    }
+
+    /// The state group after the room's last event at or before `pos`.
+    async fn group_at(&self, room_id: &RoomId, pos: i64) -> Result<Option<i64>> {
+        Ok(self.storage.events.last_event_at_or_before(room_id, pos).await?.map(|e| e.state_group))
+    }
+
+    /// The state events of `group` that differ from `base` (all of them without a base),
+    /// passing the state filter.
+    async fn state_diff(&self, group: Option<i64>, base: Option<i64>) -> Result<Vec<PduRef>> {
+        let Some(group) = group else { return Ok(Vec::new()) };
+        if Some(group) == base {
+            return Ok(Vec::new());
+        }
+        let mut state = self.rooms.group_state(group).await?;
+        if let Some(base) = base {
+            let old: BTreeSet<OwnedEventId> =
+                self.rooms.group_state(base).await?.into_iter().map(|p| p.event_id.clone()).collect();
+            state.retain(|p| !old.contains(&p.event_id));
+        }
+        let state_filter = &self.request.filter.room.state;
+        state.retain(|p| filter::matches(state_filter, p));
+        state.sort_by_key(|p| p.stream_pos);
+        Ok(state)
+    }
+
+    /// With lazy-loaded members, only the member events of the timeline's senders (and the
+    /// user's own) are sent, taken from the state at the start of the timeline.
+    async fn lazy_filter(
+        &self,
+        mut state: Vec<PduRef>,
+        timeline: &[PduRef],
+        start_group: Option<i64>,
+    ) -> Result<Vec<PduRef>> {
+        if !matches!(self.request.filter.room.state.lazy_load_options, LazyLoadOptions::Enabled { .. }) {
+            return Ok(state);
+        }
+        let mut wanted: BTreeSet<OwnedUserId> = timeline.iter().map(|p| p.sender.clone()).collect();
+        wanted.insert(self.user().to_owned());
+        state.retain(|p| {
+            p.event_type != TimelineEventType::RoomMember
+                || p.state_key.as_deref().is_some_and(|k| wanted.iter().any(|u| u.as_str() == k))
+        });
+        // Senders whose member event the client may not have: add it from the state.
+        let in_timeline: BTreeSet<&str> = timeline
+            .iter()
+            .filter(|p| p.event_type == TimelineEventType::RoomMember)
+            .filter_map(|p| p.state_key.as_deref())
+            .collect();
+        let present: BTreeSet<String> = state
+            .iter()
+            .filter(|p| p.event_type == TimelineEventType::RoomMember)
+            .filter_map(|p| p.state_key.clone())
+            .collect();
+        if let Some(group) = start_group {
+            for user in wanted {
+                if present.contains(user.as_str()) || in_timeline.contains(user.as_str()) {
+                    continue;
+                }
+                if let Some(member) = self.rooms.group_lookup(group, "m.room.member", user.as_str()).await? {
+                    state.push(member);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    async fn summarise(&self, room_id: &RoomId, room: &mut JoinedRoom) -> Result<()> {
+        let members = self.storage.state.room_members(room_id, &["join", "invite"]).await?;
+        let joined = members.iter().filter(|m| m.membership == "join").count();
+        let invited = members.len() - joined;
+        room.summary.joined_member_count = UInt::try_from(joined).ok();
+        room.summary.invited_member_count = UInt::try_from(invited).ok();
+        room.summary.heroes =
+            members.into_iter().map(|m| m.user_id).filter(|u| u != self.user()).take(HEROES).collect();
+        Ok(())
+    }
+
+    fn room_account_data(&self, entries: &[&AccountDataEntry]) -> Result<RoomAccountData> {
+        let mut data = RoomAccountData::new();
+        data.events = entries
+            .iter()
+            .filter(|e| {
+                let wanted = &self.request.filter.room.account_data;
+                filter::types_match(wanted.types.as_deref(), &wanted.not_types, &e.data_type)
+            })
+            .map(|e| account_data_event(&e.data_type, &e.content))
+            .collect::<Result<_>>()?;
+        Ok(data)
+    }
+
+    /// What an invitee or knocker may see of a room: a few state events, stripped to
+    /// `type`, `state_key`, `sender` and `content`, plus their own member event.
+    async fn stripped_state<T>(&self, membership: &Membership) -> Result<Vec<Raw<T>>> {
+        let mut events = Vec::new();
+        for event_type in STRIPPED_TYPES {
+            if let Some(pdu) = self.rooms.current_state_event(&membership.room_id, event_type, "").await? {
+                events.push(pdu);
+            }
+        }
+        if let Some(own) = self.rooms.pdu(&membership.event_id).await? {
+            events.push(own);
+        }
+        events
+            .iter()
+            .map(|pdu| {
+                let stripped = serde_json::json!({
+                    "type": pdu.event_type.to_string(),
+                    "state_key": pdu.state_key,
+                    "sender": pdu.sender,
+                    "content": serde_json::from_str::<JsonValue>(pdu.content.get())?,
+                });
+                Ok(Raw::from_json(serde_json::value::to_raw_value(&stripped)?))
+            })
+            .collect()
+    }
+
+    /// Events in the sync format the filter asks for: the client format without `room_id`
+    /// (or the PDU, for `event_format: federation`), cut down to `event_fields` if given.
+    async fn render<T>(&self, pdus: &[PduRef]) -> Result<Vec<Raw<T>>> {
+        let filter = &self.request.filter;
+        let events: Vec<Box<RawValue>> = if filter.event_format == EventFormat::Federation {
+            pdus.iter().map(|p| p.json.clone()).collect()
+        } else {
+            self.rooms.client_events(self.request.user.viewer(), pdus).await?
+        };
+        events
+            .into_iter()
+            .map(|raw| {
+                let mut object: Map<String, JsonValue> = serde_json::from_str(raw.get())?;
+                if filter.event_format != EventFormat::Federation {
+                    object.remove("room_id");
+                }
+                if let Some(fields) = &filter.event_fields {
+                    object = only_fields(object, fields);
+                }
+                Ok(Raw::from_json(serde_json::value::to_raw_value(&object)?))
+            })
+            .collect()
+    }
+}
+
+/// Whether global or room account data of `data_type` passes an account-data filter.
+pub(super) fn account_data_wanted(wanted: &Filter, data_type: &str) -> bool {
+    filter::types_match(wanted.types.as_deref(), &wanted.not_types, data_type)
+}
+
+/// Keeps only the dotted paths in `fields` (e.g. `content.body`), per the filter's
+/// `event_fields`.
+fn only_fields(object: Map<String, JsonValue>, fields: &[String]) -> Map<String, JsonValue> {
+    let mut out = Map::new();
+    for field in fields {
+        let path: Vec<&str> = field.split('.').collect();
+        copy_path(&object, &mut out, &path);
+    }
+    out
+}
+
+fn copy_path(from: &Map<String, JsonValue>, to: &mut Map<String, JsonValue>, path: &[&str]) {
+    let Some((first, rest)) = path.split_first() else { return };
+    let Some(value) = from.get(*first) else { return };
+    if rest.is_empty() {
+        to.insert((*first).to_owned(), value.clone());
+        return;
+    }
+    if let JsonValue::Object(inner) = value {
+        let entry = to.entry((*first).to_owned()).or_insert_with(|| JsonValue::Object(Map::new()));
+        if let JsonValue::Object(target) = entry {
+            copy_path(inner, target, rest);
+        }
+    }
+}
