@@ -14,7 +14,7 @@ impl StateStore for PgState {
     async fn group_state(&self, group: i64) -> StorageResult<Vec<StateEntry>> {
         let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
             "WITH RECURSIVE chain(id, prev_id, n) AS ( \
-               SELECT id, prev_id, 0 FROM state_groups WHERE id = $1 \
+               SELECT id, prev_id, 0::BIGINT FROM state_groups WHERE id = $1 \
                UNION ALL \
                SELECT g.id, g.prev_id, c.n + 1 FROM state_groups g JOIN chain c ON g.id = c.prev_id) \
              SELECT e.event_type, e.state_key, e.event_id, c.n FROM chain c \
