@@ -6,4 +6,6 @@ mod accounts;
 mod cli;
 mod errors;
 mod real_client;
+mod room_util;
+mod rooms;
 mod storage;
