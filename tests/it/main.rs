@@ -8,4 +8,5 @@ mod errors;
 mod real_client;
 mod room_util;
 mod rooms;
+mod rooms_access;
 mod storage;
