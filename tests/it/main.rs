@@ -9,4 +9,5 @@ mod real_client;
 mod room_util;
 mod rooms;
 mod rooms_access;
+mod rooms_read;
 mod storage;
