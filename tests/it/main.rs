@@ -10,4 +10,6 @@ mod room_util;
 mod rooms;
 mod rooms_access;
 mod rooms_read;
+mod rooms_verify;
+mod rooms_visibility;
 mod storage;
