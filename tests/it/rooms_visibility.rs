@@ -17,7 +17,13 @@ use crate::{
     room_util::{create_room, ids, invite, join, leave, paginate_all, room_path, send_text},
 };
 
-both_backends!(history_shared, history_invited, history_joined, history_world_readable);
+both_backends!(
+    history_shared,
+    history_invited,
+    history_joined,
+    history_world_readable,
+    visibility_changes_are_seen_from_either_side,
+);
 
 /// The events of the scenario, in order.
 struct Story {
@@ -216,4 +222,56 @@ async fn history_world_readable(backend: Backend) {
         [&["before", "invite", "invited"], &["before", "invite", "invited", "join", "joined"], all],
     )
     .await;
+}
+
+/// A `m.room.history_visibility` event is visible if the visibility before *or* after it
+/// allows: a departed user sees the switch away from `world_readable`, but not what follows.
+async fn visibility_changes_are_seen_from_either_side(backend: Backend) {
+    let Some(s) = TestServer::spawn(backend).await else { return };
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(
+        &s,
+        &alice,
+        json!({"preset": "public_chat",
+               "initial_state": [{"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}]}),
+    )
+    .await;
+    join(&s, &bob, &room).await;
+    leave(&s, &bob, &room).await;
+    let hidden = send_text(&s, &alice, &room, "while joined-only").await;
+    let to_world = crate::room_util::put_state(
+        &s,
+        &alice,
+        &room,
+        "m.room.history_visibility",
+        "",
+        json!({"history_visibility": "world_readable"}),
+    )
+    .await;
+    let public = send_text(&s, &alice, &room, "world readable").await;
+    let to_joined = crate::room_util::put_state(
+        &s,
+        &alice,
+        &room,
+        "m.room.history_visibility",
+        "",
+        json!({"history_visibility": "joined"}),
+    )
+    .await;
+    let later = send_text(&s, &alice, &room, "joined-only again").await;
+    for (id, visible) in [(&hidden, false), (&to_world, true), (&public, true), (&to_joined, true), (&later, false)] {
+        let result = s.get(&room_path(&room, &format!("event/{}", enc(id))), Some(&bob.token)).await;
+        if visible {
+            assert_eq!(result.0, StatusCode::OK, "{id}: {}", result.1);
+        } else {
+            assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+        }
+    }
+    let (events, _) = paginate_all(&s, &bob, &room, "b", 3, "").await;
+    let seen: BTreeSet<String> = ids(&events).into_iter().collect();
+    for (id, visible) in [(&hidden, false), (&to_world, true), (&public, true), (&to_joined, true), (&later, false)] {
+        assert_eq!(seen.contains(id), visible, "{id} in /messages");
+    }
+    s.finish().await;
 }
