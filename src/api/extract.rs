@@ -140,11 +140,7 @@ where
             services.rate_limiter.check(&key).map_err(Error::limit_exceeded)?;
         }
 
-        let mut path_refs: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        // Routes for an empty trailing state key match one parameter fewer than the endpoint has.
-        while path_refs.len() < T::_path_parameters().len() {
-            path_refs.push("");
-        }
+        let path_refs: Vec<&str> = path_args.iter().map(String::as_str).collect();
         // Some of ruma's deserializers panic on malformed input (e.g. a login body without
         // `type`); no input may take a handler down, so a panic here is a bad request.
         let parsed =

@@ -63,11 +63,12 @@ impl RumaRouter for Router<Arc<Services>> {
             unreachable!("ruma endpoints use standard methods");
         };
         for path in Req::PATH_BUILDER.all_paths() {
-            // A state key may be empty, which leaves a trailing slash (`/state/m.room.name/`),
-            // or nothing at all; a path parameter cannot match that, so those shapes get routes
-            // of their own and `Ruma<_>` fills in the empty key.
-            let extra = path.strip_suffix("/{state_key}").map(|base| [format!("{base}/"), base.to_owned()]);
-            for path in std::iter::once(path.to_owned()).chain(extra.into_iter().flatten()) {
+            // An empty state key leaves the last segment empty, and "the trailing slash on
+            // this endpoint is optional" (spec, GET/PUT /rooms/{roomId}/state/{eventType}/
+            // {stateKey}): `.../state/{eventType}/` and `.../state/{eventType}` both mean it.
+            // ruma parses either form; the router must route them.
+            let empty_key = path.strip_suffix("/{state_key}").map(|prefix| [format!("{prefix}/"), prefix.to_owned()]);
+            for path in std::iter::once(path.to_owned()).chain(empty_key.into_iter().flatten()) {
                 let handler = handler.clone();
                 self = self
                     .route(&path, on(filter, move |state: State<Arc<Services>>, req: Ruma<Req>| handler(state, req)));

@@ -226,9 +226,14 @@ async fn members(
     let room_id = &req.body.room_id;
     let at = req.body.at.as_deref().map(str::parse::<StreamToken>).transpose()?;
     let state = services.rooms.readable_state(room_id, &req.auth.user_id, at).await?;
-    let wanted = |membership: &str| {
-        req.body.membership.as_ref().is_none_or(|m| m.as_str() == membership)
-            && req.body.not_membership.as_ref().is_none_or(|m| m.as_str() != membership)
+    // Either filter alone includes or excludes one membership; given together, "the two
+    // parameters create an 'or' condition: either the membership *is* the same as
+    // `membership` **or** *is not* the same as `not_membership`" (spec).
+    let wanted = |membership: &str| match (&req.body.membership, &req.body.not_membership) {
+        (Some(is), Some(is_not)) => is.as_str() == membership || is_not.as_str() != membership,
+        (Some(is), None) => is.as_str() == membership,
+        (None, Some(is_not)) => is_not.as_str() != membership,
+        (None, None) => true,
     };
     let members: Vec<_> = state
         .into_iter()
