@@ -25,6 +25,7 @@ impl Server {
         let storage = Storage::connect(&config.database.url, config.database.max_connections).await?;
         let (shutdown, mut stop) = watch::channel(false);
         let services = Services::build(Arc::clone(&config), storage, shutdown.subscribe()).await?;
+        services.spawn_background(&shutdown);
         let addr = listener.local_addr().context("reading the listener's address")?;
         let app = api::router::build(&services);
         let task = tokio::spawn(async move {

@@ -60,7 +60,10 @@ impl Authenticate for AccessToken {
     type Identity = AuthedUser;
 
     async fn authenticate(token: Option<&str>, services: &Services) -> Result<AuthedUser> {
-        services.auth.authenticate(token.ok_or_else(Error::missing_token)?).await
+        let user = services.auth.authenticate(token.ok_or_else(Error::missing_token)?).await?;
+        // Any authenticated request counts as activity for presence.
+        services.presence.touch(&user.user_id);
+        Ok(user)
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     #[serde(default)]
     pub rooms: RoomsConfig,
+    #[serde(default)]
+    pub presence: PresenceConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -234,6 +236,47 @@ impl Default for RoomsConfig {
 
 fn default_room_version() -> RoomVersionId {
     RoomVersionId::V12
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Track and share presence. Off: nothing is tracked or sent, and the API reports offline.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Seconds without activity after which an online user becomes unavailable.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds after a user's last /sync ended (with none running) before they go offline.
+    #[serde(default = "default_offline_after")]
+    pub offline_after_secs: u64,
+    /// At most one presence update per user is published per this many seconds; changes in
+    /// between are coalesced into the next one.
+    #[serde(default = "default_min_update_interval")]
+    pub min_update_interval_secs: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout_secs: default_idle_timeout(),
+            offline_after_secs: default_offline_after(),
+            min_update_interval_secs: default_min_update_interval(),
+        }
+    }
+}
+
+fn default_idle_timeout() -> u64 {
+    300
+}
+
+fn default_offline_after() -> u64 {
+    30
+}
+
+fn default_min_update_interval() -> u64 {
+    5
 }
 
 impl Config {

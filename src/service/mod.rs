@@ -4,6 +4,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod devices;
+pub mod ephemeral;
 pub mod filter;
 pub mod notifier;
 pub mod password;
@@ -40,6 +41,9 @@ pub struct Services {
     pub rooms: Arc<rooms::Rooms>,
     pub notifier: Arc<notifier::Notifier>,
     pub sync: sync::SyncService,
+    pub typing: Arc<ephemeral::typing::TypingService>,
+    pub receipts: Arc<ephemeral::receipts::ReceiptService>,
+    pub presence: Arc<ephemeral::presence::PresenceService>,
 }
 
 impl Services {
@@ -60,6 +64,20 @@ impl Services {
         ));
         let accounts =
             Arc::new(accounts::AccountService::new(Arc::clone(&config), storage.clone(), Arc::clone(&rooms)));
+        let typing = ephemeral::typing::TypingService::new(Arc::clone(&rooms), Arc::clone(&notifier));
+        let receipts = Arc::new(ephemeral::receipts::ReceiptService::new(
+            storage.clone(),
+            Arc::clone(&stream),
+            Arc::clone(&rooms),
+            Arc::clone(&notifier),
+        ));
+        let presence = ephemeral::presence::PresenceService::new(
+            config.presence.clone(),
+            storage.clone(),
+            Arc::clone(&stream),
+            Arc::clone(&rooms),
+            Arc::clone(&notifier),
+        );
         Ok(Arc::new(Self {
             auth: auth::AuthService::new(storage.clone()),
             devices: devices::DeviceService::new(storage.clone()),
@@ -73,17 +91,34 @@ impl Services {
             accounts,
             sync: sync::SyncService::new(
                 storage.clone(),
-                Arc::clone(&rooms),
-                Arc::clone(&stream),
-                Arc::clone(&notifier),
+                sync::SyncSources {
+                    rooms: Arc::clone(&rooms),
+                    stream: Arc::clone(&stream),
+                    notifier: Arc::clone(&notifier),
+                    typing: Arc::clone(&typing),
+                    receipts: Arc::clone(&receipts),
+                    presence: Arc::clone(&presence),
+                },
                 shutdown,
             ),
+            typing,
+            receipts,
+            presence,
             rooms,
             notifier,
             stream,
             storage,
             config,
         }))
+    }
+}
+
+impl Services {
+    /// Starts the background tasks (typing expiry, presence timeouts); they stop when
+    /// `shutdown` flips.
+    pub fn spawn_background(&self, shutdown: &tokio::sync::watch::Sender<bool>) {
+        tokio::spawn(Arc::clone(&self.typing).run_expiry(shutdown.subscribe()));
+        tokio::spawn(Arc::clone(&self.presence).run(shutdown.subscribe()));
     }
 }
 

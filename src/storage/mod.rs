@@ -9,6 +9,7 @@ pub mod account_data;
 pub mod devices;
 pub mod events;
 pub mod filters;
+pub mod receipts;
 pub mod registration;
 pub mod rooms;
 pub mod state;
@@ -66,6 +67,8 @@ pub struct Storage {
     pub events: Arc<dyn EventStore>,
     pub state: Arc<dyn StateStore>,
     pub filters: Arc<dyn filters::FilterStore>,
+    pub receipts: Arc<dyn receipts::ReceiptStore>,
+    pub presence: Arc<dyn receipts::PresenceStore>,
     closer: Arc<dyn Closer>,
 }
 
@@ -89,7 +92,13 @@ impl Storage {
 
     /// The highest stream position stored in any area; the allocator starts after it.
     pub async fn max_stream_pos(&self) -> StorageResult<i64> {
-        Ok(self.account_data.max_stream_pos().await?.max(self.events.max_stream_pos().await?))
+        let positions = [
+            self.account_data.max_stream_pos().await?,
+            self.events.max_stream_pos().await?,
+            self.receipts.max_stream_pos().await?,
+            self.presence.max_stream_pos().await?,
+        ];
+        Ok(positions.into_iter().max().unwrap_or(0))
     }
 
     pub async fn close(&self) {

@@ -4,6 +4,7 @@ mod harness;
 
 mod accounts;
 mod cli;
+mod ephemeral;
 mod errors;
 mod real_client;
 mod room_util;

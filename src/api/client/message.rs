@@ -67,6 +67,8 @@ async fn send(
             content,
         )
         .await?;
+    // Sending a message ends the sender's typing notification.
+    services.typing.set(&req.body.room_id, &req.auth.user_id, None).await;
     Ok(send_message_event::v3::Response::new(pdu.event_id.clone()).into())
 }
 

@@ -5,6 +5,7 @@ mod account_data;
 mod device;
 mod directory;
 mod discovery;
+mod ephemeral;
 mod membership;
 mod message;
 mod profile;
@@ -35,5 +36,6 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = state::routes(router);
     let router = sync::routes(router);
     let router = push::routes(router);
+    let router = ephemeral::routes(router);
     directory::routes(router)
 }

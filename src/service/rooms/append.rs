@@ -283,7 +283,7 @@ impl Rooms {
         };
 
         // Everyone the event concerns, as the room was before it, plus a member event's subject.
-        let audience = if new_room.is_some() { Arc::default() } else { self.audience(&head.room_id).await? };
+        let audience = if new_room.is_some() { Arc::default() } else { self.audience_of(&head.room_id).await? };
         let mut pos = self.stream.allocate();
         let group = self
             .storage

@@ -143,7 +143,7 @@ impl Rooms {
     }
 
     /// The users an event in the room concerns.
-    async fn audience(&self, room_id: &RoomId) -> Result<Arc<HashSet<OwnedUserId>>> {
+    pub async fn audience_of(&self, room_id: &RoomId) -> Result<Arc<HashSet<OwnedUserId>>> {
         if let Some(users) = self.audiences.lock().unwrap_or_else(PoisonError::into_inner).get(room_id) {
             return Ok(Arc::clone(users));
         }

@@ -23,7 +23,12 @@ use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 pub use self::token::SyncToken;
-use super::{auth::AuthedUser, notifier::Notifier, rooms::Rooms};
+use super::{
+    auth::AuthedUser,
+    ephemeral::{presence::PresenceService, receipts::ReceiptService, typing::TypingService},
+    notifier::Notifier,
+    rooms::Rooms,
+};
 use crate::{
     error::{Error, Result},
     storage::{Membership, Storage, StreamAllocator},
@@ -37,6 +42,18 @@ pub struct SyncRequest {
     pub filter: FilterDefinition,
     pub timeout: Duration,
     pub use_state_after: bool,
+    /// `set_presence`: `online` (the default), `unavailable` or `offline`.
+    pub set_presence: String,
+}
+
+/// What a sync reads besides storage.
+pub struct SyncSources {
+    pub rooms: Arc<Rooms>,
+    pub stream: Arc<StreamAllocator>,
+    pub notifier: Arc<Notifier>,
+    pub typing: Arc<TypingService>,
+    pub receipts: Arc<ReceiptService>,
+    pub presence: Arc<PresenceService>,
 }
 
 pub struct SyncService {
@@ -44,22 +61,29 @@ pub struct SyncService {
     rooms: Arc<Rooms>,
     stream: Arc<StreamAllocator>,
     notifier: Arc<Notifier>,
+    typing: Arc<TypingService>,
+    receipts: Arc<ReceiptService>,
+    presence: Arc<PresenceService>,
     /// Flips to true when the server shuts down: waiting syncs answer at once.
     shutdown: watch::Receiver<bool>,
 }
 
 impl SyncService {
-    pub fn new(
-        storage: Storage,
-        rooms: Arc<Rooms>,
-        stream: Arc<StreamAllocator>,
-        notifier: Arc<Notifier>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        Self { storage, rooms, stream, notifier, shutdown }
+    pub fn new(storage: Storage, sources: SyncSources, shutdown: watch::Receiver<bool>) -> Self {
+        let SyncSources { rooms, stream, notifier, typing, receipts, presence } = sources;
+        Self { storage, rooms, stream, notifier, typing, receipts, presence, shutdown }
     }
 
+    /// Runs one sync; while it runs, the user counts as syncing for presence.
     pub async fn sync(&self, request: &SyncRequest) -> Result<v3::Response> {
+        let user_id = &request.user.user_id;
+        self.presence.sync_started(user_id, &request.set_presence);
+        let result = self.sync_inner(request).await;
+        self.presence.sync_ended(user_id);
+        result
+    }
+
+    async fn sync_inner(&self, request: &SyncRequest) -> Result<v3::Response> {
         if let Some(since) = request.since
             && since.pos > self.stream.watermark()
         {
@@ -74,8 +98,9 @@ impl SyncService {
             let woken = listener.notify().notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
+            let typing = self.typing.serial();
             let upto = self.stream.watermark();
-            let response = self.build(request, upto).await?;
+            let response = self.build(request, SyncToken { pos: upto, typing }).await?;
             let initial = request.since.is_none();
             if initial || has_news(&response) || request.timeout.is_zero() || *shutdown.borrow() {
                 return Ok(response);
@@ -88,7 +113,8 @@ impl SyncService {
         }
     }
 
-    async fn build(&self, request: &SyncRequest, upto: i64) -> Result<v3::Response> {
+    async fn build(&self, request: &SyncRequest, next: SyncToken) -> Result<v3::Response> {
+        let upto = next.pos;
         let user_id = &request.user.user_id;
         let since = request.since.map(|t| t.pos);
         let room_filter = &request.filter.room;
@@ -107,16 +133,27 @@ impl SyncService {
         let joined_ids: Vec<OwnedRoomId> =
             memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
         let latest = self.rooms.latest_positions(&joined_ids).await?;
+        let mut receipts = self.receipts.receipts_for(user_id, &joined_ids, since, upto).await?;
         for membership in &memberships {
             let room_id = &membership.room_id;
             let room_data: Vec<_> =
                 account_data.iter().filter(|e| e.room_id.as_deref() == Some(room_id.as_str())).collect();
             match membership.membership.as_str() {
                 "join" => {
+                    let mut ephemeral = Vec::new();
+                    if let Some(typing) = self.typing.typing_since(room_id, request.since.map(|t| t.typing)) {
+                        ephemeral.push(serde_json::json!({"type": "m.typing", "content": {"user_ids": typing}}));
+                    }
+                    if let Some(content) = receipts.remove(room_id) {
+                        ephemeral.push(serde_json::json!({"type": "m.receipt", "content": content}));
+                    }
                     let changed = since.is_none_or(|s| {
-                        latest.get(room_id).is_some_and(|pos| *pos > s) || !room_data.is_empty() || request.full_state
+                        latest.get(room_id).is_some_and(|pos| *pos > s)
+                            || !room_data.is_empty()
+                            || !ephemeral.is_empty()
+                            || request.full_state
                     });
-                    if changed && let Some(joined) = builder.joined(membership, &room_data).await? {
+                    if changed && let Some(joined) = builder.joined(membership, &room_data, ephemeral).await? {
                         rooms.join.insert(room_id.clone(), joined);
                     }
                 }
@@ -138,7 +175,25 @@ impl SyncService {
             }
         }
 
-        let mut response = v3::Response::new(SyncToken { pos: upto }.to_string());
+        let mut response = v3::Response::new(next.to_string());
+        response.presence.events = self
+            .presence
+            .events_for(user_id, since, upto)
+            .await?
+            .into_iter()
+            .filter(|event| {
+                let kind = event["type"].as_str().unwrap_or_default();
+                room::account_data_wanted(&request.filter.presence, kind)
+                    && request
+                        .filter
+                        .presence
+                        .senders
+                        .as_ref()
+                        .is_none_or(|s| s.iter().any(|u| Some(u.as_str()) == event["sender"].as_str()))
+                    && !request.filter.presence.not_senders.iter().any(|u| Some(u.as_str()) == event["sender"].as_str())
+            })
+            .map(|event| Ok(Raw::from_json(serde_json::value::to_raw_value(&event)?)))
+            .collect::<Result<_>>()?;
         response.rooms = rooms;
         let mut global = GlobalAccountData::new();
         global.events = account_data

@@ -67,7 +67,12 @@ impl RoomBuilder<'_> {
         self.request.since.map(|t| t.pos)
     }
 
-    pub async fn joined(&self, membership: &Membership, room_data: &[&AccountDataEntry]) -> Result<Option<JoinedRoom>> {
+    pub async fn joined(
+        &self,
+        membership: &Membership,
+        room_data: &[&AccountDataEntry],
+        ephemeral: Vec<JsonValue>,
+    ) -> Result<Option<JoinedRoom>> {
         let since = self.since();
         let newly_joined = match since {
             Some(s) if membership.stream_pos > s => self.was_not_joined_at(&membership.room_id, s).await?,
@@ -76,7 +81,18 @@ impl RoomBuilder<'_> {
         let full = since.is_none() || newly_joined || self.request.full_state;
         let section = self.section(&membership.room_id, since, self.upto, full).await?;
         let account_data = self.room_account_data(room_data)?;
-        if !full && section.timeline.events.is_empty() && account_data.events.is_empty() {
+        let ephemeral_filter = &self.request.filter.room.ephemeral;
+        let ephemeral: Vec<JsonValue> = ephemeral
+            .into_iter()
+            .filter(|e| {
+                filter::types_match(
+                    ephemeral_filter.types.as_deref(),
+                    &ephemeral_filter.not_types,
+                    e["type"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        if !full && section.timeline.events.is_empty() && account_data.events.is_empty() && ephemeral.is_empty() {
             return Ok(None);
         }
         let mut room = JoinedRoom::new();
@@ -86,6 +102,8 @@ impl RoomBuilder<'_> {
         room.timeline = section.timeline;
         room.state = section.state;
         room.account_data = account_data;
+        room.ephemeral.events =
+            ephemeral.iter().map(|e| Ok(Raw::from_json(serde_json::value::to_raw_value(e)?))).collect::<Result<_>>()?;
         Ok(Some(room))
     }
 

@@ -4,6 +4,7 @@ mod account_data;
 mod devices;
 mod events;
 mod filters;
+mod receipts;
 mod registration;
 mod rooms;
 mod state;
@@ -40,6 +41,8 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         events: Arc::new(events::PgEvents(db.clone())),
         state: Arc::new(state::PgState(db.clone())),
         filters: Arc::new(filters::PgFilters(db.clone())),
+        receipts: Arc::new(receipts::PgReceipts(db.clone())),
+        presence: Arc::new(receipts::PgReceipts(db.clone())),
         closer: Arc::new(db),
     })
 }

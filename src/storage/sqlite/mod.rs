@@ -10,6 +10,7 @@ mod account_data;
 mod devices;
 mod events;
 mod filters;
+mod receipts;
 mod registration;
 mod rooms;
 mod state;
@@ -55,6 +56,8 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         events: Arc::new(events::SqliteEvents(db.clone())),
         state: Arc::new(state::SqliteState(db.clone())),
         filters: Arc::new(filters::SqliteFilters(db.clone())),
+        receipts: Arc::new(receipts::SqliteReceipts(db.clone())),
+        presence: Arc::new(receipts::SqliteReceipts(db.clone())),
         closer: Arc::new(db),
     })
 }
