@@ -43,6 +43,8 @@ pub struct Config {
     pub rooms: RoomsConfig,
     #[serde(default)]
     pub presence: PresenceConfig,
+    #[serde(default)]
+    pub push: PushConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -277,6 +279,61 @@ fn default_offline_after() -> u64 {
 
 fn default_min_update_interval() -> u64 {
     5
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// Address ranges (CIDR) push gateways may not resolve to, so that a pusher cannot be
+    /// aimed at internal services. Defaults to loopback, private, link-local and other
+    /// non-public ranges.
+    #[serde(default = "default_push_blocklist")]
+    pub ip_range_blocklist: Vec<ipnet::IpNet>,
+    /// Ranges allowed even though the blocklist covers them (e.g. a gateway on the LAN).
+    #[serde(default)]
+    pub ip_range_allowlist: Vec<ipnet::IpNet>,
+    /// Timeout of one request to a push gateway.
+    #[serde(default = "default_gateway_timeout")]
+    pub gateway_timeout_secs: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            ip_range_blocklist: default_push_blocklist(),
+            ip_range_allowlist: Vec::new(),
+            gateway_timeout_secs: default_gateway_timeout(),
+        }
+    }
+}
+
+fn default_push_blocklist() -> Vec<ipnet::IpNet> {
+    [
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::1/128",
+        "::/128",
+        "::ffff:0:0/96",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    ]
+    .iter()
+    .filter_map(|net| net.parse().ok())
+    .collect()
+}
+
+fn default_gateway_timeout() -> u64 {
+    10
 }
 
 impl Config {

@@ -36,7 +36,7 @@ pub struct Services {
     pub accounts: Arc<accounts::AccountService>,
     pub devices: devices::DeviceService,
     pub uiaa: uiaa::UiaaService,
-    pub account_data: account_data::AccountDataService,
+    pub account_data: Arc<account_data::AccountDataService>,
     pub rate_limiter: ratelimit::RateLimiter,
     pub rooms: Arc<rooms::Rooms>,
     pub notifier: Arc<notifier::Notifier>,
@@ -44,6 +44,8 @@ pub struct Services {
     pub typing: Arc<ephemeral::typing::TypingService>,
     pub receipts: Arc<ephemeral::receipts::ReceiptService>,
     pub presence: Arc<ephemeral::presence::PresenceService>,
+    pub push: Arc<push::PushService>,
+    pub gateway: push::gateway::GatewayClient,
 }
 
 impl Services {
@@ -64,6 +66,17 @@ impl Services {
         ));
         let accounts =
             Arc::new(accounts::AccountService::new(Arc::clone(&config), storage.clone(), Arc::clone(&rooms)));
+        let account_data = Arc::new(account_data::AccountDataService::new(
+            storage.clone(),
+            Arc::clone(&stream),
+            Arc::clone(&notifier),
+        ));
+        let push = push::PushService::new(Arc::clone(&config), storage.clone(), Arc::clone(&rooms));
+        rooms.set_push_evaluator(Arc::new(push::PushHook {
+            push: Arc::clone(&push),
+            account_data: Arc::clone(&account_data),
+        }));
+        let gateway = push::gateway::GatewayClient::new(&config.push)?;
         let typing = ephemeral::typing::TypingService::new(Arc::clone(&rooms), Arc::clone(&notifier));
         let receipts = Arc::new(ephemeral::receipts::ReceiptService::new(
             storage.clone(),
@@ -82,11 +95,7 @@ impl Services {
             auth: auth::AuthService::new(storage.clone()),
             devices: devices::DeviceService::new(storage.clone()),
             uiaa: uiaa::UiaaService::new(storage.clone(), Arc::clone(&accounts)),
-            account_data: account_data::AccountDataService::new(
-                storage.clone(),
-                Arc::clone(&stream),
-                Arc::clone(&notifier),
-            ),
+            account_data: Arc::clone(&account_data),
             rate_limiter: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             accounts,
             sync: sync::SyncService::new(
@@ -98,12 +107,15 @@ impl Services {
                     typing: Arc::clone(&typing),
                     receipts: Arc::clone(&receipts),
                     presence: Arc::clone(&presence),
+                    push: Arc::clone(&push),
                 },
                 shutdown,
             ),
             typing,
             receipts,
             presence,
+            push,
+            gateway,
             rooms,
             notifier,
             stream,
@@ -119,6 +131,7 @@ impl Services {
     pub fn spawn_background(&self, shutdown: &tokio::sync::watch::Sender<bool>) {
         tokio::spawn(Arc::clone(&self.typing).run_expiry(shutdown.subscribe()));
         tokio::spawn(Arc::clone(&self.presence).run(shutdown.subscribe()));
+        tokio::spawn(Arc::clone(&self.push).run_delivery(self.gateway.clone(), shutdown.subscribe()));
     }
 }
 

@@ -62,6 +62,10 @@ pub struct PersistEvent<'a> {
     /// For redactions: the target event and its redacted JSON.
     pub redaction: Option<(&'a EventId, &'a str)>,
     pub new_room: Option<NewRoom<'a>>,
+    /// What the push rules said to each recipient (only those told to notify).
+    pub push_actions: &'a [super::push::PushActionRow],
+    /// Notifications for the recipients' pushers, queued with the event.
+    pub push_queue: &'a [super::push::NewQueuedPush],
 }
 
 /// A client transaction: the device, the request scope (path) and the client's ID.

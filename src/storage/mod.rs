@@ -9,6 +9,7 @@ pub mod account_data;
 pub mod devices;
 pub mod events;
 pub mod filters;
+pub mod push;
 pub mod receipts;
 pub mod registration;
 pub mod rooms;
@@ -69,6 +70,7 @@ pub struct Storage {
     pub filters: Arc<dyn filters::FilterStore>,
     pub receipts: Arc<dyn receipts::ReceiptStore>,
     pub presence: Arc<dyn receipts::PresenceStore>,
+    pub push: Arc<dyn push::PushStore>,
     closer: Arc<dyn Closer>,
 }
 

@@ -8,23 +8,108 @@ use crate::{error::Result, service::account_data::AccountDataService};
 
 pub const PUSH_RULES: &str = "m.push_rules";
 
-/// The user's rule set: what they stored, or the server defaults for them.
-pub async fn ruleset(account_data: &AccountDataService, user_id: &UserId) -> Result<Ruleset> {
+/// The user's rule set: what they stored (once they changed anything), or the server
+/// defaults for them.
+pub async fn load(account_data: &AccountDataService, user_id: &UserId) -> Result<Ruleset> {
     #[derive(serde::Deserialize)]
     struct Content {
         global: Ruleset,
     }
-    match account_data.get(user_id, None, PUSH_RULES).await {
-        Ok(raw) => match serde_json::from_str::<Content>(raw.get()) {
-            Ok(content) => Ok(content.global),
-            Err(_) => Ok(Ruleset::server_default(user_id)),
-        },
-        Err(_) => Ok(Ruleset::server_default(user_id)),
-    }
+    let stored = match account_data.get(user_id, None, PUSH_RULES).await {
+        Ok(raw) => serde_json::from_str::<Content>(raw.get()).ok().map(|c| c.global),
+        Err(_) => None,
+    };
+    Ok(stored.unwrap_or_else(|| Ruleset::server_default(user_id)))
 }
 
 /// Stores the user's rule set.
 pub async fn store(account_data: &AccountDataService, user_id: &UserId, ruleset: &Ruleset) -> Result<()> {
     let content = to_raw_value(&serde_json::json!({ "global": ruleset }))?;
     account_data.store(user_id, None, PUSH_RULES, &content).await
+}
+
+use ruma::{
+    api::client::push::PushRule,
+    push::{Action, InsertPushRuleError, NewPushRule, RemovePushRuleError, RuleKind},
+};
+
+use super::PushService;
+use crate::error::Error;
+
+fn not_found() -> Error {
+    Error::not_found("Push rule not found")
+}
+
+impl PushService {
+    /// One rule of the user's set.
+    pub async fn rule(
+        &self,
+        account_data: &AccountDataService,
+        user_id: &UserId,
+        kind: RuleKind,
+        rule_id: &str,
+    ) -> Result<PushRule> {
+        let ruleset = self.ruleset(account_data, user_id).await?;
+        let rule = ruleset.get(kind, rule_id).ok_or_else(not_found)?;
+        Ok(rule.to_owned().into())
+    }
+
+    /// Adds or replaces a user-defined rule, placed relative to `before` / `after` if given.
+    pub async fn put_rule(
+        &self,
+        account_data: &AccountDataService,
+        user_id: &UserId,
+        rule: NewPushRule,
+        before: Option<&str>,
+        after: Option<&str>,
+    ) -> Result<()> {
+        let mut ruleset = (*self.ruleset(account_data, user_id).await?).clone();
+        ruleset.insert(rule, after, before).map_err(|e| match e {
+            InsertPushRuleError::UnknownRuleId => Error::not_found("The rule named in before/after does not exist"),
+            other => Error::invalid_param(other.to_string()),
+        })?;
+        self.store_ruleset(account_data, user_id, ruleset).await
+    }
+
+    /// Removes a user-defined rule; server-default rules can only be disabled.
+    pub async fn delete_rule(
+        &self,
+        account_data: &AccountDataService,
+        user_id: &UserId,
+        kind: RuleKind,
+        rule_id: &str,
+    ) -> Result<()> {
+        let mut ruleset = (*self.ruleset(account_data, user_id).await?).clone();
+        ruleset.remove(kind, rule_id).map_err(|e| match e {
+            RemovePushRuleError::NotFound => not_found(),
+            other => Error::invalid_param(other.to_string()),
+        })?;
+        self.store_ruleset(account_data, user_id, ruleset).await
+    }
+
+    pub async fn set_rule_enabled(
+        &self,
+        account_data: &AccountDataService,
+        user_id: &UserId,
+        kind: RuleKind,
+        rule_id: &str,
+        enabled: bool,
+    ) -> Result<()> {
+        let mut ruleset = (*self.ruleset(account_data, user_id).await?).clone();
+        ruleset.set_enabled(kind, rule_id, enabled).map_err(|_| not_found())?;
+        self.store_ruleset(account_data, user_id, ruleset).await
+    }
+
+    pub async fn set_rule_actions(
+        &self,
+        account_data: &AccountDataService,
+        user_id: &UserId,
+        kind: RuleKind,
+        rule_id: &str,
+        actions: Vec<Action>,
+    ) -> Result<()> {
+        let mut ruleset = (*self.ruleset(account_data, user_id).await?).clone();
+        ruleset.set_actions(kind, rule_id, actions).map_err(|_| not_found())?;
+        self.store_ruleset(account_data, user_id, ruleset).await
+    }
 }

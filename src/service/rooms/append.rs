@@ -282,6 +282,15 @@ impl Rooms {
             _ => None,
         };
 
+        // Push rules are evaluated against the room as it was before the event; a failure
+        // there must not stop the event, only its notifications.
+        let push = match (self.push.get(), &new_room) {
+            (Some(push), None) => push.evaluate(head, &pdu).await.unwrap_or_else(|e| {
+                tracing::warn!(event_id = %event_id, error = %e, "push rule evaluation failed");
+                super::PushOutcome::default()
+            }),
+            _ => super::PushOutcome::default(),
+        };
         // Everyone the event concerns, as the room was before it, plus a member event's subject.
         let audience = if new_room.is_some() { Arc::default() } else { self.audience_of(&head.room_id).await? };
         let mut pos = self.stream.allocate();
@@ -305,6 +314,8 @@ impl Rooms {
                 txn: txn.map(|(user_id, t)| TxnRef { user_id, device_id: t.device_id, key: t.key, txn_id: t.txn_id }),
                 redaction: redaction.as_ref().map(|(target, json)| (&**target, json.as_str())),
                 new_room,
+                push_actions: &push.actions,
+                push_queue: &push.queue,
             })
             .await?;
         let stream_pos = pos.get();
@@ -324,6 +335,12 @@ impl Rooms {
         }
         let notifier = Arc::clone(&self.notifier);
         pos.on_visible(move || notifier.notify_users(targets.iter().map(|u| &**u)));
+        if !push.queue.is_empty()
+            && let Some(evaluator) = self.push.get()
+        {
+            let evaluator = Arc::clone(evaluator);
+            pos.on_visible(move || evaluator.queued());
+        }
         self.latest.lock().unwrap_or_else(PoisonError::into_inner).insert(head.room_id.clone(), stream_pos);
 
         let pdu = Arc::new(Pdu {

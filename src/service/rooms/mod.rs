@@ -49,6 +49,23 @@ const EVENT_CACHE_SIZE: usize = 20_000;
 /// Single-key state lookups `(group, type, key)` kept in memory; state groups never change.
 const LOOKUP_CACHE_SIZE: usize = 50_000;
 
+/// What the push rules said about an event: per-recipient actions and queued notifications.
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    pub actions: Vec<crate::storage::push::PushActionRow>,
+    pub queue: Vec<crate::storage::push::NewQueuedPush>,
+}
+
+/// Push rule evaluation, run in the append path so its results commit with the event.
+/// Implemented by the push service, which is built after `Rooms`.
+#[async_trait::async_trait]
+pub trait PushEvaluator: Send + Sync {
+    async fn evaluate(&self, head: &RoomHead, pdu: &Pdu) -> Result<PushOutcome>;
+
+    /// Notifications were queued and are now committed.
+    fn queued(&self);
+}
+
 pub struct Rooms {
     config: Arc<Config>,
     storage: Storage,
@@ -64,6 +81,7 @@ pub struct Rooms {
     /// Per room: the stream position of its latest event, so an incremental sync can skip
     /// rooms where nothing happened without asking the database.
     latest: Mutex<HashMap<OwnedRoomId, i64>>,
+    push: std::sync::OnceLock<Arc<dyn PushEvaluator>>,
 }
 
 impl Rooms {
@@ -87,6 +105,7 @@ impl Rooms {
             notifier,
             audiences: Mutex::default(),
             latest: Mutex::default(),
+            push: std::sync::OnceLock::new(),
         }
     }
 
@@ -136,6 +155,11 @@ impl Rooms {
     /// Drops a cached event, after it was changed in storage (redaction).
     fn uncache_pdu(&self, event_id: &EventId) {
         self.events.lock().unwrap_or_else(PoisonError::into_inner).pop(event_id);
+    }
+
+    /// Connects push rule evaluation; done once, when the services are built.
+    pub fn set_push_evaluator(&self, evaluator: Arc<dyn PushEvaluator>) {
+        let _ = self.push.set(evaluator);
     }
 
     pub fn signing_key(&self) -> &SigningKey {

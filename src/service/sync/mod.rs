@@ -27,6 +27,7 @@ use super::{
     auth::AuthedUser,
     ephemeral::{presence::PresenceService, receipts::ReceiptService, typing::TypingService},
     notifier::Notifier,
+    push::PushService,
     rooms::Rooms,
 };
 use crate::{
@@ -54,6 +55,7 @@ pub struct SyncSources {
     pub typing: Arc<TypingService>,
     pub receipts: Arc<ReceiptService>,
     pub presence: Arc<PresenceService>,
+    pub push: Arc<PushService>,
 }
 
 pub struct SyncService {
@@ -64,14 +66,15 @@ pub struct SyncService {
     typing: Arc<TypingService>,
     receipts: Arc<ReceiptService>,
     presence: Arc<PresenceService>,
+    push: Arc<PushService>,
     /// Flips to true when the server shuts down: waiting syncs answer at once.
     shutdown: watch::Receiver<bool>,
 }
 
 impl SyncService {
     pub fn new(storage: Storage, sources: SyncSources, shutdown: watch::Receiver<bool>) -> Self {
-        let SyncSources { rooms, stream, notifier, typing, receipts, presence } = sources;
-        Self { storage, rooms, stream, notifier, typing, receipts, presence, shutdown }
+        let SyncSources { rooms, stream, notifier, typing, receipts, presence, push } = sources;
+        Self { storage, rooms, stream, notifier, typing, receipts, presence, push, shutdown }
     }
 
     /// Runs one sync; while it runs, the user counts as syncing for presence.
@@ -127,7 +130,7 @@ impl SyncService {
             memberships.into_iter().filter(|m| wanted(&m.room_id) && m.stream_pos <= upto).collect();
 
         let account_data = self.storage.account_data.changed_since(user_id, since.unwrap_or(0), upto).await?;
-        let builder = room::RoomBuilder { rooms: &self.rooms, storage: &self.storage, request, upto };
+        let builder = room::RoomBuilder { rooms: &self.rooms, storage: &self.storage, push: &self.push, request, upto };
 
         let mut rooms = SyncRooms::new();
         let joined_ids: Vec<OwnedRoomId> =

@@ -6,9 +6,12 @@ use ruma::{
     OwnedEventId, OwnedUserId, RoomId, UInt, UserId,
     api::client::{
         filter::{EventFormat, Filter, LazyLoadOptions},
-        sync::sync_events::v3::{
-            InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom, RoomAccountData, State,
-            StateEvents, Timeline,
+        sync::sync_events::{
+            UnreadNotificationsCount,
+            v3::{
+                InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom, RoomAccountData, State,
+                StateEvents, Timeline,
+            },
         },
     },
     events::TimelineEventType,
@@ -21,6 +24,7 @@ use crate::{
     error::Result,
     service::{
         filter,
+        push::PushService,
         rooms::{
             PduRef, Rooms,
             read::{PageRequest, StreamToken},
@@ -47,6 +51,7 @@ const HEROES: usize = 5;
 pub(super) struct RoomBuilder<'a> {
     pub rooms: &'a Rooms,
     pub storage: &'a Storage,
+    pub push: &'a PushService,
     pub request: &'a SyncRequest,
     pub upto: i64,
 }
@@ -102,6 +107,7 @@ impl RoomBuilder<'_> {
         room.timeline = section.timeline;
         room.state = section.state;
         room.account_data = account_data;
+        self.unread_counts(&membership.room_id, &mut room).await?;
         room.ephemeral.events =
             ephemeral.iter().map(|e| Ok(Raw::from_json(serde_json::value::to_raw_value(e)?))).collect::<Result<_>>()?;
         Ok(Some(room))
@@ -254,6 +260,35 @@ impl RoomBuilder<'_> {
             }
         }
         Ok(state)
+    }
+
+    /// Notification and highlight counts since the user's read receipt; per thread when the
+    /// filter asks, otherwise threads count towards the room.
+    async fn unread_counts(&self, room_id: &RoomId, room: &mut JoinedRoom) -> Result<()> {
+        let (main, threads) = self.push.unread(self.user(), room_id).await?;
+        let per_thread = self.request.filter.room.timeline.unread_thread_notifications;
+        let to_ruma = |c: &crate::storage::push::UnreadCounts| {
+            let mut counts = UnreadNotificationsCount::new();
+            counts.notification_count = UInt::try_from(c.notifications).ok();
+            counts.highlight_count = UInt::try_from(c.highlights).ok();
+            counts
+        };
+        if per_thread {
+            room.unread_notifications = to_ruma(&main);
+            for (thread, counts) in &threads {
+                if let Ok(id) = OwnedEventId::try_from(thread.as_str()) {
+                    room.unread_thread_notifications.insert(id, to_ruma(counts));
+                }
+            }
+        } else {
+            let mut all = main;
+            for (_, counts) in &threads {
+                all.notifications += counts.notifications;
+                all.highlights += counts.highlights;
+            }
+            room.unread_notifications = to_ruma(&all);
+        }
+        Ok(())
     }
 
     async fn summarise(&self, room_id: &RoomId, room: &mut JoinedRoom) -> Result<()> {

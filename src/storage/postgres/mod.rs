@@ -4,6 +4,7 @@ mod account_data;
 mod devices;
 mod events;
 mod filters;
+mod push;
 mod receipts;
 mod registration;
 mod rooms;
@@ -43,6 +44,7 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         filters: Arc::new(filters::PgFilters(db.clone())),
         receipts: Arc::new(receipts::PgReceipts(db.clone())),
         presence: Arc::new(receipts::PgReceipts(db.clone())),
+        push: Arc::new(push::PgPush(db.clone())),
         closer: Arc::new(db),
     })
 }

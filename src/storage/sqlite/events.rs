@@ -125,6 +125,38 @@ impl EventStore for SqliteEvents {
                 .execute(&mut *tx)
                 .await?;
         }
+        for action in ev.push_actions {
+            sqlx::query(
+                "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_pos, thread_id, highlight, actions, ts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(action.user_id.as_str())
+            .bind(ev.event_id.as_str())
+            .bind(ev.room_id.as_str())
+            .bind(ev.pos.get())
+            .bind(&action.thread_id)
+            .bind(action.highlight)
+            .bind(&action.actions)
+            .bind(ev.origin_server_ts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for push in ev.push_queue {
+            sqlx::query(
+                "INSERT INTO push_queue (user_id, app_id, pushkey, event_id, room_id, highlight, actions, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(push.user_id.as_str())
+            .bind(&push.app_id)
+            .bind(&push.pushkey)
+            .bind(ev.event_id.as_str())
+            .bind(ev.room_id.as_str())
+            .bind(push.highlight)
+            .bind(&push.actions)
+            .bind(ev.origin_server_ts)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(group)
     }

@@ -10,6 +10,7 @@ mod account_data;
 mod devices;
 mod events;
 mod filters;
+mod push;
 mod receipts;
 mod registration;
 mod rooms;
@@ -58,6 +59,7 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         filters: Arc::new(filters::SqliteFilters(db.clone())),
         receipts: Arc::new(receipts::SqliteReceipts(db.clone())),
         presence: Arc::new(receipts::SqliteReceipts(db.clone())),
+        push: Arc::new(push::SqlitePush(db.clone())),
         closer: Arc::new(db),
     })
 }
