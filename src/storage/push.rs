@@ -106,7 +106,8 @@ pub trait PushStore: Send + Sync {
         read_up_to: i64,
     ) -> StorageResult<Vec<(String, UnreadCounts)>>;
 
-    /// Notifying events across all rooms the user has not read, for push payloads.
+    /// Notifying events across all rooms the user has not read (after their read receipt and
+    /// their latest membership change), for push payloads.
     async fn total_unread(&self, user_id: &UserId) -> StorageResult<i64>;
 
     /// The user's notifications, newest first, below `before` (exclusive).

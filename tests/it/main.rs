@@ -6,6 +6,7 @@ mod accounts;
 mod cli;
 mod ephemeral;
 mod errors;
+mod push;
 mod real_client;
 mod room_util;
 mod rooms;

@@ -163,7 +163,9 @@ impl PushStore for PgPush {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM event_push_actions a WHERE a.user_id = $1 AND a.stream_pos > COALESCE( \
              (SELECT MAX(r.event_pos) FROM receipts r WHERE r.room_id = a.room_id AND r.user_id = a.user_id \
-              AND r.receipt_type IN ('m.read', 'm.read.private')), 0)",
+              AND r.receipt_type IN ('m.read', 'm.read.private')), 0) \
+             AND a.stream_pos > COALESCE( \
+             (SELECT m.stream_pos FROM memberships m WHERE m.room_id = a.room_id AND m.user_id = a.user_id), 0)",
         )
         .bind(user_id.as_str())
         .fetch_one(&self.0.pool)
