@@ -291,6 +291,7 @@ impl Rooms {
             }),
             _ => super::PushOutcome::default(),
         };
+        let new_room_created = new_room.is_some();
         // Everyone the event concerns, as the room was before it, plus a member event's subject.
         let audience = if new_room.is_some() { Arc::default() } else { self.audience_of(&head.room_id).await? };
         let mut pos = self.stream.allocate();
@@ -341,7 +342,8 @@ impl Rooms {
             let evaluator = Arc::clone(evaluator);
             pos.on_visible(move || evaluator.queued());
         }
-        self.latest.lock().unwrap_or_else(PoisonError::into_inner).insert(head.room_id.clone(), stream_pos);
+        let previous_latest =
+            self.latest.lock().unwrap_or_else(PoisonError::into_inner).insert(head.room_id.clone(), stream_pos);
 
         let pdu = Arc::new(Pdu {
             stream_pos,
@@ -352,7 +354,9 @@ impl Rooms {
         self.cache_pdu(&pdu);
         if let Some((target, _)) = &redaction {
             self.uncache_pdu(target);
+            self.forget_recent(&head.room_id);
         }
+        self.remember_recent(&pdu, if new_room_created { Some(0) } else { previous_latest });
         self.set_head(Arc::new(RoomHead {
             extremities: vec![event_id],
             depth: i64::try_from(u64::from(pdu.depth)).unwrap_or(i64::MAX),

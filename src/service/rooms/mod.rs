@@ -16,6 +16,7 @@ pub mod membership;
 pub mod pdu;
 mod power;
 pub mod read;
+mod recent;
 mod send;
 pub mod state;
 pub mod visibility;
@@ -82,6 +83,7 @@ pub struct Rooms {
     /// rooms where nothing happened without asking the database.
     latest: Mutex<HashMap<OwnedRoomId, i64>>,
     push: std::sync::OnceLock<Arc<dyn PushEvaluator>>,
+    recent: Mutex<HashMap<OwnedRoomId, recent::Ring>>,
 }
 
 impl Rooms {
@@ -106,6 +108,7 @@ impl Rooms {
             audiences: Mutex::default(),
             latest: Mutex::default(),
             push: std::sync::OnceLock::new(),
+            recent: Mutex::default(),
         }
     }
 

@@ -77,6 +77,20 @@ impl Rooms {
         Ok(visible)
     }
 
+    /// Like [`Rooms::filter_visible`], with the user's current membership already known: a
+    /// member joined since before all the events saw them all as a member, which needs no
+    /// look-ups. The common case of an incremental sync.
+    pub async fn filter_visible_as(
+        &self,
+        membership: &crate::storage::Membership,
+        events: Vec<PduRef>,
+    ) -> Result<Vec<PduRef>> {
+        if membership.membership == "join" && events.iter().all(|e| e.stream_pos > membership.stream_pos) {
+            return Ok(events);
+        }
+        self.filter_visible(&membership.user_id, &membership.room_id, events).await
+    }
+
     /// Whether one event is visible to the user.
     pub async fn can_see(&self, user_id: &UserId, pdu: &PduRef) -> Result<bool> {
         let last_join = self.last_join_pos(&pdu.room_id, user_id).await?;

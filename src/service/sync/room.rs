@@ -84,7 +84,7 @@ impl RoomBuilder<'_> {
             _ => false,
         };
         let full = since.is_none() || newly_joined || self.request.full_state;
-        let section = self.section(&membership.room_id, since, self.upto, full).await?;
+        let section = self.section(membership, since, self.upto, full).await?;
         let account_data = self.room_account_data(room_data)?;
         let ephemeral_filter = &self.request.filter.room.ephemeral;
         let ephemeral: Vec<JsonValue> = ephemeral
@@ -116,8 +116,7 @@ impl RoomBuilder<'_> {
     /// A room the user left (or was removed from): the timeline up to the leave event.
     pub async fn left(&self, membership: &Membership, room_data: &[&AccountDataEntry]) -> Result<Option<LeftRoom>> {
         let since = self.since();
-        let section =
-            self.section(&membership.room_id, since, membership.stream_pos.min(self.upto), since.is_none()).await?;
+        let section = self.section(membership, since, membership.stream_pos.min(self.upto), since.is_none()).await?;
         let mut room = LeftRoom::new();
         room.timeline = section.timeline;
         room.state = section.state;
@@ -150,30 +149,22 @@ impl RoomBuilder<'_> {
     /// The timeline over `(since, upto]` (its newest events when there are too many) and the
     /// state the client needs with it: the full state at the start of the timeline when
     /// `full`, the changes since `since` when the timeline has a gap, nothing otherwise.
-    async fn section(&self, room_id: &RoomId, since: Option<i64>, upto: i64, full: bool) -> Result<Section> {
-        let filter = &self.request.filter.room;
-        let limit =
-            filter.timeline.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| u32::try_from(u64::from(l)).unwrap_or(u32::MAX));
-        let request = PageRequest {
-            from: StreamToken(upto),
-            to: since.map(StreamToken),
-            dir: Direction::Backward,
-            limit: limit.max(1),
-        };
-        let page = self.rooms.paginate(self.user(), room_id, request, &filter.timeline).await?;
-        let mut events = page.events;
-        events.reverse();
-        let limited = page.end.is_some();
+    async fn section(&self, membership: &Membership, since: Option<i64>, upto: i64, full: bool) -> Result<Section> {
+        let room_id = &membership.room_id;
+        let (events, limited) = self.timeline_events(membership, since, upto, full).await?;
         let prev_batch = StreamToken(events.first().map_or(upto, |first| first.stream_pos - 1));
 
-        let start_group = self.group_at(room_id, prev_batch.0).await?;
-        let end_group = self.group_at(room_id, upto).await?;
+        // The state groups are only needed when state is sent: skip their look-ups otherwise.
+        let lazy = matches!(self.request.filter.room.state.lazy_load_options, LazyLoadOptions::Enabled { .. });
+        let needs_state = full || limited || self.request.use_state_after;
+        let start_group = if needs_state || lazy { self.group_at(room_id, prev_batch.0).await? } else { None };
         let since_group = match since {
-            Some(s) => self.group_at(room_id, s).await?,
-            None => None,
+            Some(s) if needs_state && !full => self.group_at(room_id, s).await?,
+            _ => None,
         };
         let (state_events, after) = if self.request.use_state_after {
             // `state_after`: the state at the end of the timeline, as a change from `since`.
+            let end_group = self.group_at(room_id, upto).await?;
             let base = if full { None } else { since_group };
             (self.state_diff(end_group, base).await?, true)
         } else if full {
@@ -195,6 +186,44 @@ impl RoomBuilder<'_> {
         state.events = self.render(&state_events).await?;
         let state = if after { State::After(state) } else { State::Before(state) };
         Ok(Section { timeline, state, membership_changed })
+    }
+
+    /// The timeline over `(since, upto]`: its newest `limit` events the user may see, oldest
+    /// first, and whether older ones were left out. An incremental sync is served from the
+    /// room's in-memory ring of recent events when it reaches back far enough.
+    async fn timeline_events(
+        &self,
+        membership: &Membership,
+        since: Option<i64>,
+        upto: i64,
+        full: bool,
+    ) -> Result<(Vec<PduRef>, bool)> {
+        let filter = &self.request.filter.room.timeline;
+        let limit =
+            filter.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| u32::try_from(u64::from(l)).unwrap_or(u32::MAX)).max(1);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        if let Some(since) = since
+            && !full
+            && let Some(recent) = self.rooms.recent_events(&membership.room_id, since, upto)
+        {
+            let mut events = self.rooms.filter_visible_as(membership, recent).await?;
+            events.retain(|p| filter::matches(filter, p));
+            let limited = events.len() > limit;
+            if limited {
+                events.drain(..events.len() - limit);
+            }
+            return Ok((events, limited));
+        }
+        let request = PageRequest {
+            from: StreamToken(upto),
+            to: since.map(StreamToken),
+            dir: Direction::Backward,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        let page = self.rooms.paginate(self.user(), &membership.room_id, request, filter).await?;
+        let mut events = page.events;
+        events.reverse();
+        Ok((events, page.end.is_some()))
     }
 
     /// The state group after the room's last event at or before `pos`.
