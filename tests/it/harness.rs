@@ -160,7 +160,9 @@ impl TestServer {
     /// Starts a server on an existing database (e.g. to check what survives a restart).
     pub async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
         // Server logs go to the test's captured output, shown when a test fails.
-        let _ = tracing_subscriber::fmt().with_env_filter("warn,parley=info").with_test_writer().try_init();
+        // TEST_LOG overrides the filter, e.g. TEST_LOG=debug for every request.
+        let filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,parley=info".to_owned());
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut config = Config::with_defaults("localhost").expect("default config");

@@ -343,11 +343,15 @@ async fn account_data_in_sync(backend: Backend) {
 /// A device's view: event IDs per room, in the order its syncs delivered them.
 type Seen = HashMap<String, Vec<String>>;
 
-async fn sync_until(s: &TestServer, user: &TestUser, rooms: &[String], expected: usize) -> Seen {
-    let mut seen: Seen = HashMap::new();
+/// The token a device starts from: an initial sync's `next_batch`.
+async fn start_token(s: &TestServer, user: &TestUser) -> String {
     let first =
         sync(s, user, &format!("filter={}", enc(&json!({"room": {"timeline": {"limit": 0}}}).to_string()))).await;
-    let mut since = first["next_batch"].as_str().expect("token").to_owned();
+    first["next_batch"].as_str().expect("token").to_owned()
+}
+
+async fn sync_until(s: &TestServer, user: &TestUser, mut since: String, rooms: &[String], expected: usize) -> Seen {
+    let mut seen: Seen = HashMap::new();
     // Room for every message between two syncs, so a gap would mean a lost event.
     let filter = enc(&json!({"room": {"timeline": {"limit": 1000}}}).to_string());
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -392,9 +396,14 @@ async fn exactly_once_in_order_under_concurrency(backend: Backend) {
     }
     let per_sender = 15;
     let expected = senders.len() * per_sender;
-    // Every device starts syncing before the burst.
+    // Every device has its starting token before the burst begins.
     let devices = [&reader, &reader_phone, &watcher];
-    let syncs: Vec<_> = devices.iter().map(|d| sync_until(&s, d, &rooms, expected)).collect();
+    let mut tokens = Vec::new();
+    for device in devices {
+        tokens.push(start_token(&s, device).await);
+    }
+    let syncs: Vec<_> =
+        devices.iter().zip(tokens).map(|(d, token)| sync_until(&s, d, token, &rooms, expected)).collect();
     let sends = futures::future::join_all(senders.iter().enumerate().map(|(i, user)| {
         let rooms = &rooms;
         let s = &s;
