@@ -3,8 +3,10 @@
 pub mod account_data;
 pub mod accounts;
 pub mod auth;
+pub mod backup;
 pub mod devices;
 pub mod filter;
+pub mod keys;
 pub mod notifier;
 pub mod password;
 pub mod push;
@@ -13,6 +15,7 @@ pub mod rooms;
 pub mod secrets;
 pub mod server_keys;
 pub mod sync;
+pub mod to_device;
 pub mod uiaa;
 
 use std::{
@@ -40,6 +43,9 @@ pub struct Services {
     pub rooms: Arc<rooms::Rooms>,
     pub notifier: Arc<notifier::Notifier>,
     pub sync: sync::SyncService,
+    pub keys: keys::KeyService,
+    pub to_device: to_device::ToDeviceService,
+    pub backup: backup::BackupService,
 }
 
 impl Services {
@@ -58,11 +64,25 @@ impl Services {
             key,
             Arc::clone(&notifier),
         ));
-        let accounts =
-            Arc::new(accounts::AccountService::new(Arc::clone(&config), storage.clone(), Arc::clone(&rooms)));
+        let device_lists =
+            Arc::new(keys::DeviceLists::new(storage.clone(), Arc::clone(&stream), Arc::clone(&notifier)));
+        let accounts = Arc::new(accounts::AccountService::new(
+            Arc::clone(&config),
+            storage.clone(),
+            Arc::clone(&rooms),
+            Arc::clone(&device_lists),
+        ));
         Ok(Arc::new(Self {
-            auth: auth::AuthService::new(storage.clone()),
-            devices: devices::DeviceService::new(storage.clone()),
+            auth: auth::AuthService::new(storage.clone(), Arc::clone(&device_lists)),
+            devices: devices::DeviceService::new(storage.clone(), Arc::clone(&device_lists)),
+            keys: keys::KeyService::new(config.server_name.clone(), storage.clone(), Arc::clone(&stream), device_lists),
+            to_device: to_device::ToDeviceService::new(
+                config.server_name.clone(),
+                storage.clone(),
+                Arc::clone(&stream),
+                Arc::clone(&notifier),
+            ),
+            backup: backup::BackupService::new(storage.clone()),
             uiaa: uiaa::UiaaService::new(storage.clone(), Arc::clone(&accounts)),
             account_data: account_data::AccountDataService::new(
                 storage.clone(),

@@ -6,13 +6,16 @@
 //! traits, in `service/`.
 
 pub mod account_data;
+pub mod backup;
 pub mod devices;
 pub mod events;
 pub mod filters;
+pub mod keys;
 pub mod registration;
 pub mod rooms;
 pub mod state;
 pub mod stream;
+pub mod to_device;
 pub mod users;
 
 mod postgres;
@@ -24,12 +27,15 @@ use anyhow::Context as _;
 
 pub use self::{
     account_data::{AccountDataEntry, AccountDataStore},
+    backup::BackupStore,
     devices::{Device, DeviceStore, TokenOwner},
     events::{Direction, EventStore, NewRoom, PersistEvent, StateChange, StoredEvent, TxnRef},
+    keys::KeyStore,
     registration::{RegistrationStore, RegistrationToken, UiaaSession},
     rooms::{RoomInfo, RoomStore},
     state::{Membership, RoomHeadRow, StateEntry, StateStore},
     stream::{StreamAllocator, StreamPosition},
+    to_device::ToDeviceStore,
     users::{CreateUserOutcome, NewUser, User, UserStore},
 };
 
@@ -66,6 +72,9 @@ pub struct Storage {
     pub events: Arc<dyn EventStore>,
     pub state: Arc<dyn StateStore>,
     pub filters: Arc<dyn filters::FilterStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub to_device: Arc<dyn ToDeviceStore>,
+    pub backup: Arc<dyn BackupStore>,
     closer: Arc<dyn Closer>,
 }
 
@@ -89,7 +98,15 @@ impl Storage {
 
     /// The highest stream position stored in any area; the allocator starts after it.
     pub async fn max_stream_pos(&self) -> StorageResult<i64> {
-        Ok(self.account_data.max_stream_pos().await?.max(self.events.max_stream_pos().await?))
+        Ok([
+            self.account_data.max_stream_pos().await?,
+            self.events.max_stream_pos().await?,
+            self.keys.max_stream_pos().await?,
+            self.to_device.max_stream_pos().await?,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0))
     }
 
     pub async fn close(&self) {

@@ -2,9 +2,11 @@
 
 mod account;
 mod account_data;
+mod backup;
 mod device;
 mod directory;
 mod discovery;
+mod keys;
 mod membership;
 mod message;
 mod profile;
@@ -14,6 +16,7 @@ mod room;
 mod session;
 mod state;
 mod sync;
+mod to_device;
 
 use std::sync::Arc;
 
@@ -35,5 +38,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = state::routes(router);
     let router = sync::routes(router);
     let router = push::routes(router);
+    let router = keys::routes(router);
+    let router = to_device::routes(router);
+    let router = backup::routes(router);
     directory::routes(router)
 }

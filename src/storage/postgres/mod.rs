@@ -1,12 +1,15 @@
 //! The PostgreSQL backend: one pool; PostgreSQL's MVCC lets writers run concurrently.
 
 mod account_data;
+mod backup;
 mod devices;
 mod events;
 mod filters;
+mod keys;
 mod registration;
 mod rooms;
 mod state;
+mod to_device;
 mod users;
 
 use std::{sync::Arc, time::Duration};
@@ -40,6 +43,9 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         events: Arc::new(events::PgEvents(db.clone())),
         state: Arc::new(state::PgState(db.clone())),
         filters: Arc::new(filters::PgFilters(db.clone())),
+        keys: Arc::new(keys::PgKeys(db.clone())),
+        to_device: Arc::new(to_device::PgToDevice(db.clone())),
+        backup: Arc::new(backup::PgBackup(db.clone())),
         closer: Arc::new(db),
     })
 }

@@ -7,12 +7,15 @@
 //! power loss, not only a process crash.
 
 mod account_data;
+mod backup;
 mod devices;
 mod events;
 mod filters;
+mod keys;
 mod registration;
 mod rooms;
 mod state;
+mod to_device;
 mod users;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
@@ -55,6 +58,9 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         events: Arc::new(events::SqliteEvents(db.clone())),
         state: Arc::new(state::SqliteState(db.clone())),
         filters: Arc::new(filters::SqliteFilters(db.clone())),
+        keys: Arc::new(keys::SqliteKeys(db.clone())),
+        to_device: Arc::new(to_device::SqliteToDevice(db.clone())),
+        backup: Arc::new(backup::SqliteBackup(db.clone())),
         closer: Arc::new(db),
     })
 }
