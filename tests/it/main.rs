@@ -5,6 +5,7 @@ mod harness;
 mod accounts;
 mod cli;
 mod e2ee_backup;
+mod e2ee_client;
 mod e2ee_cross_signing;
 mod e2ee_device_lists;
 mod e2ee_keys;
