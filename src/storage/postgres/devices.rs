@@ -109,6 +109,13 @@ impl DeviceStore for PgDevices {
     async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId], pos: &StreamPosition) -> StorageResult<u64> {
         let ids: Vec<&str> = device_ids.iter().map(|id| id.as_str()).collect();
         let mut tx = self.0.pool.begin().await?;
+        // Lock the devices first: a concurrent key upload (which checks its device FOR SHARE)
+        // then either commits before the purge below or finds the device gone.
+        sqlx::query("SELECT device_id FROM devices WHERE user_id = $1 AND device_id = ANY($2) FOR UPDATE")
+            .bind(user_id.as_str())
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
         for device_id in &ids {
             for sql in PURGE_DEVICE {
                 sqlx::query(sql).bind(user_id.as_str()).bind(*device_id).execute(&mut *tx).await?;
@@ -140,6 +147,12 @@ impl DeviceStore for PgDevices {
     ) -> StorageResult<u64> {
         let keep = keep.map_or("", DeviceId::as_str);
         let mut tx = self.0.pool.begin().await?;
+        // As in `delete`: lock the devices before purging their keys.
+        sqlx::query("SELECT device_id FROM devices WHERE user_id = $1 AND device_id <> $2 FOR UPDATE")
+            .bind(user_id.as_str())
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?;
         for sql in PURGE_DEVICES_EXCEPT {
             sqlx::query(sql).bind(user_id.as_str()).bind(keep).execute(&mut *tx).await?;
         }
