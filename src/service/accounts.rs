@@ -6,7 +6,7 @@ use http::StatusCode;
 use ruma::{OwnedUserId, UserId, api::error::ErrorKind};
 use serde_json::Value as JsonValue;
 
-use super::{now_ms, password, rooms::Rooms, secrets};
+use super::{keys::DeviceLists, now_ms, password, rooms::Rooms, secrets};
 use crate::{
     config::Config,
     error::{Error, Result},
@@ -20,6 +20,7 @@ pub struct AccountService {
     config: Arc<Config>,
     storage: Storage,
     rooms: Arc<Rooms>,
+    device_lists: Arc<DeviceLists>,
 }
 
 /// What creating an account needs.
@@ -33,8 +34,8 @@ pub struct NewAccount<'a> {
 }
 
 impl AccountService {
-    pub fn new(config: Arc<Config>, storage: Storage, rooms: Arc<Rooms>) -> Self {
-        Self { config, storage, rooms }
+    pub fn new(config: Arc<Config>, storage: Storage, rooms: Arc<Rooms>, device_lists: Arc<DeviceLists>) -> Self {
+        Self { config, storage, rooms, device_lists }
     }
 
     /// Validates a requested localpart and makes the user ID, without checking it is free.
@@ -136,13 +137,14 @@ impl AccountService {
     }
 
     /// Deactivates the account for good: it leaves its rooms, can no longer log in, its
-    /// devices and tokens go, and its profile is erased. The user ID is never handed out again.
+    /// devices, tokens and keys go, and its profile is erased. The user ID is never handed out again.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         if self.storage.users.get(user_id).await?.is_none() {
             return Err(Error::not_found("No such user"));
         }
         self.rooms.leave_all(user_id).await?;
-        if !self.storage.users.deactivate(user_id).await? {
+        let pos = self.device_lists.position_for(&[user_id]).await?;
+        if !self.storage.users.deactivate(user_id, &pos).await? {
             return Err(Error::not_found("No such user"));
         }
         Ok(())

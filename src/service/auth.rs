@@ -1,8 +1,10 @@
 //! Access tokens: issuing them at login or registration, and resolving them per request.
 
+use std::sync::Arc;
+
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
-use super::{now_ms, secrets};
+use super::{keys::DeviceLists, now_ms, secrets};
 use crate::{
     error::{Error, Result},
     storage::Storage,
@@ -32,11 +34,12 @@ pub struct NewSession {
 
 pub struct AuthService {
     storage: Storage,
+    device_lists: Arc<DeviceLists>,
 }
 
 impl AuthService {
-    pub fn new(storage: Storage) -> Self {
-        Self { storage }
+    pub fn new(storage: Storage, device_lists: Arc<DeviceLists>) -> Self {
+        Self { storage, device_lists }
     }
 
     /// Resolves an access token. Unknown, revoked and deactivated-account tokens all fail alike.
@@ -73,15 +76,17 @@ impl AuthService {
         Ok(NewSession { device_id, access_token })
     }
 
-    /// Logs the device out: its token and the device itself go.
+    /// Logs the device out: its token, the device itself and its keys go.
     pub async fn logout(&self, user: &AuthedUser) -> Result<()> {
-        self.storage.devices.delete(&user.user_id, std::slice::from_ref(&user.device_id)).await?;
+        let pos = self.device_lists.position_for(&[&user.user_id]).await?;
+        self.storage.devices.delete(&user.user_id, std::slice::from_ref(&user.device_id), &pos).await?;
         Ok(())
     }
 
     /// Logs every device of the user out.
     pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
-        self.storage.devices.delete_all_except(user_id, None).await?;
+        let pos = self.device_lists.position_for(&[user_id]).await?;
+        self.storage.devices.delete_all_except(user_id, None, &pos).await?;
         Ok(())
     }
 }

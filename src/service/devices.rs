@@ -1,7 +1,11 @@
-//! Devices: listing, renaming and deleting them. Deleting a device logs it out.
+//! Devices: listing, renaming and deleting them. Deleting a device logs it out and removes
+//! its keys and pending to-device messages.
+
+use std::sync::Arc;
 
 use ruma::{DeviceId, OwnedDeviceId, UserId};
 
+use super::keys::DeviceLists;
 use crate::{
     error::{Error, Result},
     storage::{Device, Storage},
@@ -9,11 +13,12 @@ use crate::{
 
 pub struct DeviceService {
     storage: Storage,
+    device_lists: Arc<DeviceLists>,
 }
 
 impl DeviceService {
-    pub fn new(storage: Storage) -> Self {
-        Self { storage }
+    pub fn new(storage: Storage, device_lists: Arc<DeviceLists>) -> Self {
+        Self { storage, device_lists }
     }
 
     pub async fn list(&self, user_id: &UserId) -> Result<Vec<Device>> {
@@ -34,9 +39,10 @@ impl DeviceService {
         Ok(())
     }
 
-    /// Deletes the devices (unknown IDs are skipped) and revokes their tokens.
+    /// Deletes the devices (unknown IDs are skipped) with their tokens and keys.
     pub async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
-        self.storage.devices.delete(user_id, device_ids).await?;
+        let pos = self.device_lists.position_for(&[user_id]).await?;
+        self.storage.devices.delete(user_id, device_ids, &pos).await?;
         Ok(())
     }
 

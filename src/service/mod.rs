@@ -3,9 +3,11 @@
 pub mod account_data;
 pub mod accounts;
 pub mod auth;
+pub mod backup;
 pub mod devices;
 pub mod ephemeral;
 pub mod filter;
+pub mod keys;
 pub mod notifier;
 pub mod password;
 pub mod push;
@@ -14,6 +16,7 @@ pub mod rooms;
 pub mod secrets;
 pub mod server_keys;
 pub mod sync;
+pub mod to_device;
 pub mod uiaa;
 
 use std::{
@@ -46,6 +49,9 @@ pub struct Services {
     pub presence: Arc<ephemeral::presence::PresenceService>,
     pub push: Arc<push::PushService>,
     pub gateway: push::gateway::GatewayClient,
+    pub keys: keys::KeyService,
+    pub to_device: to_device::ToDeviceService,
+    pub backup: backup::BackupService,
 }
 
 impl Services {
@@ -64,8 +70,14 @@ impl Services {
             key,
             Arc::clone(&notifier),
         ));
-        let accounts =
-            Arc::new(accounts::AccountService::new(Arc::clone(&config), storage.clone(), Arc::clone(&rooms)));
+        let device_lists =
+            Arc::new(keys::DeviceLists::new(storage.clone(), Arc::clone(&stream), Arc::clone(&notifier)));
+        let accounts = Arc::new(accounts::AccountService::new(
+            Arc::clone(&config),
+            storage.clone(),
+            Arc::clone(&rooms),
+            Arc::clone(&device_lists),
+        ));
         let account_data = Arc::new(account_data::AccountDataService::new(
             storage.clone(),
             Arc::clone(&stream),
@@ -92,8 +104,16 @@ impl Services {
             Arc::clone(&notifier),
         );
         Ok(Arc::new(Self {
-            auth: auth::AuthService::new(storage.clone()),
-            devices: devices::DeviceService::new(storage.clone()),
+            auth: auth::AuthService::new(storage.clone(), Arc::clone(&device_lists)),
+            devices: devices::DeviceService::new(storage.clone(), Arc::clone(&device_lists)),
+            keys: keys::KeyService::new(config.server_name.clone(), storage.clone(), Arc::clone(&stream), device_lists),
+            to_device: to_device::ToDeviceService::new(
+                config.server_name.clone(),
+                storage.clone(),
+                Arc::clone(&stream),
+                Arc::clone(&notifier),
+            ),
+            backup: backup::BackupService::new(storage.clone()),
             uiaa: uiaa::UiaaService::new(storage.clone(), Arc::clone(&accounts)),
             account_data: Arc::clone(&account_data),
             rate_limiter: ratelimit::RateLimiter::new(config.rate_limits.clone()),

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
-use super::StorageResult;
+use super::{StorageResult, StreamPosition};
 
 #[derive(Clone, Debug)]
 pub struct Device {
@@ -55,11 +55,18 @@ pub trait DeviceStore: Send + Sync {
     /// Records the last activity seen from a device.
     async fn touch(&self, user_id: &UserId, device_id: &DeviceId, ts: i64, ip: Option<&str>) -> StorageResult<()>;
 
-    /// Deletes the given devices and their tokens. Returns how many devices existed.
-    async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> StorageResult<u64>;
+    /// Deletes the given devices with their tokens, keys and pending to-device messages, and
+    /// records a device-list change at `pos` if any existed. Returns how many devices existed.
+    async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId], pos: &StreamPosition) -> StorageResult<u64>;
 
-    /// Deletes every device of the user except `keep` (and its token). Returns how many went.
-    async fn delete_all_except(&self, user_id: &UserId, keep: Option<&DeviceId>) -> StorageResult<u64>;
+    /// Deletes every device of the user except `keep`, as [`DeviceStore::delete`] does.
+    /// Returns how many went.
+    async fn delete_all_except(
+        &self,
+        user_id: &UserId,
+        keep: Option<&DeviceId>,
+        pos: &StreamPosition,
+    ) -> StorageResult<u64>;
 
     /// Revokes the access tokens of every device except `keep`, leaving the devices.
     async fn revoke_tokens_except(&self, user_id: &UserId, keep: Option<&DeviceId>) -> StorageResult<u64>;

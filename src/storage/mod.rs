@@ -6,15 +6,18 @@
 //! traits, in `service/`.
 
 pub mod account_data;
+pub mod backup;
 pub mod devices;
 pub mod events;
 pub mod filters;
+pub mod keys;
 pub mod push;
 pub mod receipts;
 pub mod registration;
 pub mod rooms;
 pub mod state;
 pub mod stream;
+pub mod to_device;
 pub mod users;
 
 mod postgres;
@@ -26,12 +29,15 @@ use anyhow::Context as _;
 
 pub use self::{
     account_data::{AccountDataEntry, AccountDataStore},
+    backup::BackupStore,
     devices::{Device, DeviceStore, TokenOwner},
     events::{Direction, EventStore, NewRoom, PersistEvent, StateChange, StoredEvent, TxnRef},
+    keys::KeyStore,
     registration::{RegistrationStore, RegistrationToken, UiaaSession},
     rooms::{RoomInfo, RoomStore},
     state::{Membership, RoomHeadRow, StateEntry, StateStore},
     stream::{StreamAllocator, StreamPosition},
+    to_device::ToDeviceStore,
     users::{CreateUserOutcome, NewUser, User, UserStore},
 };
 
@@ -71,6 +77,9 @@ pub struct Storage {
     pub receipts: Arc<dyn receipts::ReceiptStore>,
     pub presence: Arc<dyn receipts::PresenceStore>,
     pub push: Arc<dyn push::PushStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub to_device: Arc<dyn ToDeviceStore>,
+    pub backup: Arc<dyn BackupStore>,
     closer: Arc<dyn Closer>,
 }
 
@@ -99,6 +108,8 @@ impl Storage {
             self.events.max_stream_pos().await?,
             self.receipts.max_stream_pos().await?,
             self.presence.max_stream_pos().await?,
+            self.keys.max_stream_pos().await?,
+            self.to_device.max_stream_pos().await?,
         ];
         Ok(positions.into_iter().max().unwrap_or(0))
     }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use ruma::{OwnedUserId, UserId};
 use serde_json::Value as JsonValue;
 
-use super::StorageResult;
+use super::{StorageResult, StreamPosition};
 
 /// A stored account.
 #[derive(Clone, Debug)]
@@ -50,9 +50,10 @@ pub trait UserStore: Send + Sync {
     /// Replaces the password hash. Returns `false` when there is no such account.
     async fn set_password_hash(&self, user_id: &UserId, hash: Option<&str>) -> StorageResult<bool>;
 
-    /// Marks the account deactivated and erases what it held: password, profile, devices and
-    /// access tokens, in one transaction.
-    async fn deactivate(&self, user_id: &UserId) -> StorageResult<bool>;
+    /// Marks the account deactivated and erases what it held: password, profile, devices,
+    /// access tokens and all E2EE data, in one transaction, recording a device-list change at
+    /// `pos`.
+    async fn deactivate(&self, user_id: &UserId, pos: &StreamPosition) -> StorageResult<bool>;
 
     /// The whole profile, or `None` when there is no such live account.
     async fn profile(&self, user_id: &UserId) -> StorageResult<Option<Vec<(String, JsonValue)>>>;

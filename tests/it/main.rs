@@ -4,6 +4,13 @@ mod harness;
 
 mod accounts;
 mod cli;
+mod e2ee_backup;
+mod e2ee_client;
+mod e2ee_cross_signing;
+mod e2ee_device_lists;
+mod e2ee_keys;
+mod e2ee_to_device;
+mod e2ee_util;
 mod ephemeral;
 mod errors;
 mod push;

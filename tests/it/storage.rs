@@ -144,7 +144,8 @@ async fn devices_tokens_and_deactivation(backend: Backend) {
     assert_eq!(device.display_name.as_deref(), Some("Phone"));
     assert_eq!(storage.devices.list(&alice).await.expect("list").len(), 1);
 
-    storage.users.deactivate(&alice).await.expect("deactivate");
+    let pos = parley::storage::StreamAllocator::new(0).allocate();
+    storage.users.deactivate(&alice, &pos).await.expect("deactivate");
     assert!(storage.devices.find_token(b"hash-2").await.expect("find").is_none());
     assert!(storage.devices.list(&alice).await.expect("list").is_empty());
     assert!(storage.users.profile(&alice).await.expect("profile").is_none());

@@ -2,10 +2,12 @@
 
 mod account;
 mod account_data;
+mod backup;
 mod device;
 mod directory;
 mod discovery;
 mod ephemeral;
+mod keys;
 mod membership;
 mod message;
 mod profile;
@@ -15,6 +17,7 @@ mod room;
 mod session;
 mod state;
 mod sync;
+mod to_device;
 
 use std::sync::Arc;
 
@@ -37,5 +40,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let router = sync::routes(router);
     let router = push::routes(router);
     let router = ephemeral::routes(router);
+    let router = keys::routes(router);
+    let router = to_device::routes(router);
+    let router = backup::routes(router);
     directory::routes(router)
 }

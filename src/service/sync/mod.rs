@@ -6,6 +6,7 @@
 //! appear, and `next_batch = upto` never skips an event. The same `since` always yields the
 //! same data for the same range.
 
+mod e2ee;
 mod room;
 pub mod token;
 
@@ -92,6 +93,9 @@ impl SyncService {
         {
             return Err(Error::invalid_param("The since token is not one this server issued"));
         }
+        if let Some(since) = request.since {
+            e2ee::acknowledge(&self.storage, &request.user, since.pos).await?;
+        }
         let listener = self.notifier.listen(&request.user.user_id);
         let deadline = tokio::time::Instant::now() + request.timeout;
         let mut shutdown = self.shutdown.clone();
@@ -120,6 +124,8 @@ impl SyncService {
         let upto = next.pos;
         let user_id = &request.user.user_id;
         let since = request.since.map(|t| t.pos);
+        // First: when more to-device messages wait than one response carries, it covers less.
+        let (to_device, upto) = e2ee::to_device(&self.storage, &request.user, since, upto).await?;
         let room_filter = &request.filter.room;
         let memberships = self.storage.state.user_rooms(user_id, &["join", "invite", "knock", "leave", "ban"]).await?;
         let wanted = |room_id: &OwnedRoomId| {
@@ -178,7 +184,8 @@ impl SyncService {
             }
         }
 
-        let mut response = v3::Response::new(next.to_string());
+        // `upto`, not `next.pos`: a to-device backlog may have made this response cover less.
+        let mut response = v3::Response::new(SyncToken { pos: upto, typing: next.typing }.to_string());
         response.presence.events = self
             .presence
             .events_for(user_id, since, upto)
@@ -206,6 +213,8 @@ impl SyncService {
             .map(|e| account_data_event(&e.data_type, &e.content))
             .collect::<Result<_>>()?;
         response.account_data = global;
+        response.to_device = to_device;
+        e2ee::fill(&self.storage, &request.user, since, upto, &mut response).await?;
         Ok(response)
     }
 }

@@ -3,8 +3,9 @@ use ruma::{DeviceId, OwnedDeviceId, UserId};
 
 use super::PgDb;
 use crate::storage::{
-    StorageResult,
+    StorageResult, StreamPosition,
     devices::{Device, DeviceRow, DeviceStore, TokenOwner, device_from_row, token_owner_from_row},
+    keys::{PURGE_DEVICE, PURGE_DEVICES_EXCEPT, RECORD_CHANGE},
 };
 
 pub(super) struct PgDevices(pub PgDb);
@@ -105,9 +106,21 @@ impl DeviceStore for PgDevices {
         Ok(())
     }
 
-    async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> StorageResult<u64> {
+    async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId], pos: &StreamPosition) -> StorageResult<u64> {
         let ids: Vec<&str> = device_ids.iter().map(|id| id.as_str()).collect();
         let mut tx = self.0.pool.begin().await?;
+        // Lock the devices first: a concurrent key upload (which checks its device FOR SHARE)
+        // then either commits before the purge below or finds the device gone.
+        sqlx::query("SELECT device_id FROM devices WHERE user_id = $1 AND device_id = ANY($2) FOR UPDATE")
+            .bind(user_id.as_str())
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        for device_id in &ids {
+            for sql in PURGE_DEVICE {
+                sqlx::query(sql).bind(user_id.as_str()).bind(*device_id).execute(&mut *tx).await?;
+            }
+        }
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = ANY($2)")
             .bind(user_id.as_str())
             .bind(&ids)
@@ -119,13 +132,30 @@ impl DeviceStore for PgDevices {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if deleted > 0 {
+            sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(deleted)
     }
 
-    async fn delete_all_except(&self, user_id: &UserId, keep: Option<&DeviceId>) -> StorageResult<u64> {
+    async fn delete_all_except(
+        &self,
+        user_id: &UserId,
+        keep: Option<&DeviceId>,
+        pos: &StreamPosition,
+    ) -> StorageResult<u64> {
         let keep = keep.map_or("", DeviceId::as_str);
         let mut tx = self.0.pool.begin().await?;
+        // As in `delete`: lock the devices before purging their keys.
+        sqlx::query("SELECT device_id FROM devices WHERE user_id = $1 AND device_id <> $2 FOR UPDATE")
+            .bind(user_id.as_str())
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?;
+        for sql in PURGE_DEVICES_EXCEPT {
+            sqlx::query(sql).bind(user_id.as_str()).bind(keep).execute(&mut *tx).await?;
+        }
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2")
             .bind(user_id.as_str())
             .bind(keep)
@@ -137,6 +167,9 @@ impl DeviceStore for PgDevices {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if deleted > 0 {
+            sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(deleted)
     }

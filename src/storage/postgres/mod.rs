@@ -1,14 +1,17 @@
 //! The PostgreSQL backend: one pool; PostgreSQL's MVCC lets writers run concurrently.
 
 mod account_data;
+mod backup;
 mod devices;
 mod events;
 mod filters;
+mod keys;
 mod push;
 mod receipts;
 mod registration;
 mod rooms;
 mod state;
+mod to_device;
 mod users;
 
 use std::{sync::Arc, time::Duration};
@@ -45,6 +48,9 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         receipts: Arc::new(receipts::PgReceipts(db.clone())),
         presence: Arc::new(receipts::PgReceipts(db.clone())),
         push: Arc::new(push::PgPush(db.clone())),
+        keys: Arc::new(keys::PgKeys(db.clone())),
+        to_device: Arc::new(to_device::PgToDevice(db.clone())),
+        backup: Arc::new(backup::PgBackup(db.clone())),
         closer: Arc::new(db),
     })
 }

@@ -3,8 +3,9 @@ use ruma::{DeviceId, OwnedDeviceId, UserId};
 
 use super::SqliteDb;
 use crate::storage::{
-    StorageResult,
+    StorageResult, StreamPosition,
     devices::{Device, DeviceRow, DeviceStore, TokenOwner, device_from_row, token_owner_from_row},
+    keys::{PURGE_DEVICE, PURGE_DEVICES_EXCEPT, RECORD_CHANGE},
 };
 
 pub(super) struct SqliteDevices(pub SqliteDb);
@@ -105,10 +106,13 @@ impl DeviceStore for SqliteDevices {
         Ok(())
     }
 
-    async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> StorageResult<u64> {
+    async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId], pos: &StreamPosition) -> StorageResult<u64> {
         let mut tx = self.0.writer.begin().await?;
         let mut deleted = 0;
         for device_id in device_ids {
+            for sql in PURGE_DEVICE {
+                sqlx::query(sql).bind(user_id.as_str()).bind(device_id.as_str()).execute(&mut *tx).await?;
+            }
             sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id.as_str())
                 .bind(device_id.as_str())
@@ -121,13 +125,24 @@ impl DeviceStore for SqliteDevices {
                 .await?
                 .rows_affected();
         }
+        if deleted > 0 {
+            sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(deleted)
     }
 
-    async fn delete_all_except(&self, user_id: &UserId, keep: Option<&DeviceId>) -> StorageResult<u64> {
+    async fn delete_all_except(
+        &self,
+        user_id: &UserId,
+        keep: Option<&DeviceId>,
+        pos: &StreamPosition,
+    ) -> StorageResult<u64> {
         let keep = keep.map_or("", DeviceId::as_str);
         let mut tx = self.0.writer.begin().await?;
+        for sql in PURGE_DEVICES_EXCEPT {
+            sqlx::query(sql).bind(user_id.as_str()).bind(keep).execute(&mut *tx).await?;
+        }
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2")
             .bind(user_id.as_str())
             .bind(keep)
@@ -139,6 +154,9 @@ impl DeviceStore for SqliteDevices {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if deleted > 0 {
+            sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(deleted)
     }

@@ -7,14 +7,17 @@
 //! power loss, not only a process crash.
 
 mod account_data;
+mod backup;
 mod devices;
 mod events;
 mod filters;
+mod keys;
 mod push;
 mod receipts;
 mod registration;
 mod rooms;
 mod state;
+mod to_device;
 mod users;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
@@ -60,6 +63,9 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         receipts: Arc::new(receipts::SqliteReceipts(db.clone())),
         presence: Arc::new(receipts::SqliteReceipts(db.clone())),
         push: Arc::new(push::SqlitePush(db.clone())),
+        keys: Arc::new(keys::SqliteKeys(db.clone())),
+        to_device: Arc::new(to_device::SqliteToDevice(db.clone())),
+        backup: Arc::new(backup::SqliteBackup(db.clone())),
         closer: Arc::new(db),
     })
 }

@@ -4,7 +4,8 @@ use serde_json::Value as JsonValue;
 
 use super::SqliteDb;
 use crate::storage::{
-    StorageResult,
+    StorageResult, StreamPosition,
+    keys::{PURGE_USER, RECORD_CHANGE},
     users::{CreateUserOutcome, NewUser, User, UserRow, UserStore, profile_from_rows, user_from_row},
 };
 
@@ -73,7 +74,7 @@ impl UserStore for SqliteUsers {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn deactivate(&self, user_id: &UserId) -> StorageResult<bool> {
+    async fn deactivate(&self, user_id: &UserId, pos: &StreamPosition) -> StorageResult<bool> {
         let mut tx = self.0.writer.begin().await?;
         let done = sqlx::query("UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = $1")
             .bind(user_id.as_str())
@@ -86,6 +87,10 @@ impl UserStore for SqliteUsers {
         ] {
             sqlx::query(sql).bind(user_id.as_str()).execute(&mut *tx).await?;
         }
+        for sql in PURGE_USER {
+            sqlx::query(sql).bind(user_id.as_str()).execute(&mut *tx).await?;
+        }
+        sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
