@@ -47,7 +47,8 @@ COMMANDS="$OUT/commands.txt"
 PGHOST=127.0.0.1
 PGPORT=5432
 PGUSER=postgres
-export PGHOST PGPORT PGUSER
+PGOPTIONS="--client-min-messages=warning"
+export PGHOST PGPORT PGUSER PGOPTIONS
 PG_BASE="postgres://postgres@127.0.0.1:5432"
 SYNAPSE_VERSION=1.163.0
 VENV="$BENCH/.venv"

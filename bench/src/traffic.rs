@@ -125,22 +125,37 @@ impl Traffic<'_> {
         while shared.opened.load(Ordering::Relaxed) < n_recv {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Let the server take up every request: at least `settle`, and (with a PID) until its
-        // count of open sockets stops moving.
+        // Let the server take up every request: at least `settle`, and (with a PID) until it
+        // holds a socket for (nearly) every poll, its socket count has stopped moving and it is
+        // idle. A server that accepts slowly would otherwise get the burst while still
+        // accepting polls.
         let mut last_fds = None;
+        let mut last_cpu = pid.and_then(stats::cpu_seconds);
         let mut stable = 0;
-        loop {
+        let wanted_fds = fds_before.map(|f| (f + n_recv).saturating_sub(64));
+        let settled = loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let fds = pid.and_then(stats::open_fds);
-            stable = if fds == last_fds { stable + 1 } else { 0 };
+            let cpu = pid.and_then(stats::cpu_seconds);
+            let idle = match (last_cpu, cpu) {
+                (Some(a), Some(b)) => b - a < 0.05,
+                _ => true,
+            };
+            last_cpu = cpu;
+            stable = if fds == last_fds && idle { stable + 1 } else { 0 };
             last_fds = fds;
-            if opening.elapsed() >= self.settle && (pid.is_none() || stable >= 3) {
-                break;
+            let enough = match (fds, wanted_fds) {
+                (Some(f), Some(w)) => f >= w,
+                _ => true,
+            };
+            if opening.elapsed() >= self.settle && (pid.is_none() || (stable >= 3 && enough)) {
+                break true;
             }
-            if opening.elapsed() >= self.settle + Duration::from_secs(120) {
-                break;
+            if opening.elapsed() >= self.settle + Duration::from_secs(180) {
+                self.api.errors.add("polls never settled (server sockets or CPU still moving)".to_owned());
+                break false;
             }
-        }
+        };
         let rss_polling = pid.and_then(stats::rss);
         let fds_polling = pid.and_then(stats::open_fds);
         let open_secs = opening.elapsed().as_secs_f64();
@@ -261,6 +276,7 @@ impl Traffic<'_> {
             "drained": drained,
             "delivery_latency": latency.json(),
             "polls_open_seconds": stats::round3(open_secs),
+            "polls_settled": settled,
             "server_rss_before_polls_bytes": rss_before,
             "server_rss_polling_bytes": rss_polling,
             "server_rss_per_poll_bytes": per_poll.map(stats::round3),
