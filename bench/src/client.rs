@@ -70,10 +70,10 @@ impl std::fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 fn transport_kind(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
+    if err.is_connect() {
+        if err.is_timeout() { "connect timeout".to_owned() } else { "connect error".to_owned() }
+    } else if err.is_timeout() {
         "timeout".to_owned()
-    } else if err.is_connect() {
-        "connect error".to_owned()
     } else if err.is_body() || err.is_decode() {
         "body error".to_owned()
     } else if err.is_request() {

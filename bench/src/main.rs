@@ -60,6 +60,11 @@ pub struct Common {
     /// Seconds to wait after the last send for outstanding deliveries.
     #[arg(long, global = true, default_value_t = 60)]
     pub drain_secs: u64,
+    /// Long-polls opened per second (0: all at once). Clients of a real server do not all
+    /// connect in the same instant, and a server with a short listen backlog (Synapse's is 50)
+    /// would otherwise see connect timeouts.
+    #[arg(long, global = true, default_value_t = 1000.0)]
+    pub poll_open_rate: f64,
     /// Leave presence on: syncs mark users online and presence updates wake polls.
     #[arg(long, global = true)]
     pub presence: bool,

@@ -294,6 +294,7 @@ async fn traffic(
         presence: common.presence,
         duration: Duration::from_secs(common.duration_secs),
         drain: Duration::from_secs(common.drain_secs),
+        open_rate: common.poll_open_rate,
         settle,
         server_pid: common.server_pid.as_deref(),
     }

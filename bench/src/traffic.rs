@@ -49,6 +49,8 @@ pub struct Traffic<'a> {
     pub duration: Duration,
     /// How long to wait after the last send for late deliveries.
     pub drain: Duration,
+    /// Long-polls opened per second (0: all at once).
+    pub open_rate: f64,
     /// Minimum wait between opening the polls and the first send.
     pub settle: Duration,
     pub server_pid: Option<&'a str>,
@@ -116,12 +118,15 @@ impl Traffic<'_> {
         let fds_before = pid.and_then(stats::open_fds);
         let filter = sync_filter(self.timeline_limit, self.presence);
         let mut tasks = Vec::with_capacity(n_recv);
+        let opening = Instant::now();
         for (r, receiver) in self.receivers.into_iter().enumerate() {
+            if self.open_rate > 0.0 {
+                tokio::time::sleep_until((opening + Duration::from_secs_f64(r as f64 / self.open_rate)).into()).await;
+            }
             let query = sync_query(&filter, receiver.timeout_ms, self.presence);
             let user_id = self.users[receiver.user].user_id.clone();
             tasks.push(tokio::spawn(poll_loop(self.api.clone(), Arc::clone(&shared), r, receiver, query, user_id)));
         }
-        let opening = Instant::now();
         while shared.opened.load(Ordering::Relaxed) < n_recv {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
