@@ -76,7 +76,7 @@ else
     ARGS_group="--duration-secs 90 group --users 200 --rooms 4 --room-size 100 --messages 1000 --senders 8"
     # 200 users x 2 devices x 25 polls = 10,000 long-polls.
     ARGS_idle="--drain-secs 300 idle --users 200 --devices 2 --polls 25 --room-size 50 --burst 1 --settle-secs 5"
-    ARGS_initial="initial-sync --rooms 500 --pool 100 --members 6 --messages 10 --talkers 2 --repeat 5"
+    ARGS_initial="initial-sync --rooms 500 --pool 100 --members 4 --messages 10 --talkers 2 --repeat 5"
     ARGS_echo="dm --users 200 --rooms 400 --messages 30000 --senders 16"
     PGBENCH_SECS=20
 fi
