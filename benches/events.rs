@@ -101,9 +101,15 @@ impl Room {
 
     /// The unsigned JSON of the next event (what a server builds before hashing and signing).
     fn draft(&self, kind: &str, sender: &str, state_key: Option<&str>, content: Value) -> Value {
+        // The auth events the spec selects: power levels and the sender's membership, plus the
+        // join rules for a membership event (the create event is implied in version 12).
         let mut auth: Vec<&OwnedEventId> = Vec::new();
-        for key in [("m.room.power_levels", ""), ("m.room.join_rules", "")] {
-            if let Some(id) = self.state.get(&(key.0.to_owned(), key.1.to_owned())) {
+        let mut keys = vec!["m.room.power_levels"];
+        if kind == "m.room.member" {
+            keys.push("m.room.join_rules");
+        }
+        for key in keys {
+            if let Some(id) = self.state.get(&(key.to_owned(), String::new())) {
                 auth.push(id);
             }
         }
