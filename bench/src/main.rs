@@ -1,0 +1,228 @@
+//! `parley-bench`: a load generator for Matrix homeservers that speaks only the standard
+//! Client-Server API, so the same run measures Parley, Synapse or anything else.
+//!
+//! Each scenario registers its own users (open registration, `m.login.dummy`), builds its
+//! rooms, and reports in people's terms and as one JSON line starting with `BENCH_JSON `.
+
+mod client;
+mod echo;
+mod scenarios;
+mod setup;
+mod stats;
+mod traffic;
+
+use std::{
+    hash::{BuildHasher as _, Hasher as _},
+    io::Write as _,
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "parley-bench", about = "Load generator for Matrix homeservers (Client-Server API only)")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// Options every scenario takes.
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// Base URL of the homeserver.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8008")]
+    pub url: String,
+    /// PID of the server process, for its RSS, CPU time and open sockets (from /proc).
+    #[arg(long, global = true)]
+    pub server_pid: Option<String>,
+    /// A name for the server in the report (e.g. `parley-sqlite`).
+    #[arg(long, global = true, default_value = "server")]
+    pub label: String,
+    /// Setup requests (register, createRoom, join, ...) in flight at once.
+    #[arg(long, global = true, default_value_t = 8)]
+    pub setup_concurrency: usize,
+    /// Long-poll timeout of the receivers' syncs, in milliseconds.
+    #[arg(long, global = true, default_value_t = 30_000)]
+    pub poll_timeout_ms: u64,
+    /// Timeline limit of the receivers' incremental syncs (high, so no message is skipped).
+    #[arg(long, global = true, default_value_t = 500)]
+    pub timeline_limit: usize,
+    /// Total send rate in messages/s (open loop); 0 sends as fast as the senders can.
+    #[arg(long, global = true, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Stop taking new messages after this many seconds of sending (0: send them all), so a
+    /// slow server does not make a run take forever; messages never sent are not expected.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub duration_secs: u64,
+    /// Seconds to wait after the last send for outstanding deliveries.
+    #[arg(long, global = true, default_value_t = 60)]
+    pub drain_secs: u64,
+    /// Long-polls opened per second (0: all at once). Clients of a real server do not all
+    /// connect in the same instant, and a server with a short listen backlog (Synapse's is 50)
+    /// would otherwise see connect timeouts.
+    #[arg(long, global = true, default_value_t = 1000.0)]
+    pub poll_open_rate: f64,
+    /// Leave presence on: syncs mark users online and presence updates wake polls.
+    #[arg(long, global = true)]
+    pub presence: bool,
+    /// Set by the program: distinguishes this run's users, transactions and messages.
+    #[arg(skip)]
+    pub run_id: String,
+}
+
+impl Common {
+    /// Localpart prefix of this run's users.
+    pub fn prefix(&self) -> String {
+        format!("bench{}_", self.run_id)
+    }
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// (a) Many 1:1 rooms, both sides of each pair chatting.
+    Dm {
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        #[arg(long, default_value_t = 400)]
+        rooms: usize,
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        #[arg(long, default_value_t = 16)]
+        senders: usize,
+    },
+    /// (b) Group rooms of `room-size` members.
+    Group {
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        #[arg(long, default_value_t = 4)]
+        rooms: usize,
+        #[arg(long, default_value_t = 100)]
+        room_size: usize,
+        #[arg(long, default_value_t = 400)]
+        messages: usize,
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+    },
+    /// (c) users × devices × polls idle long-polls, then a burst of messages.
+    Idle {
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        /// Devices per user (each beyond the first is a /login).
+        #[arg(long, default_value_t = 2)]
+        devices: usize,
+        /// Concurrent long-polls per device.
+        #[arg(long, default_value_t = 25)]
+        polls: usize,
+        #[arg(long, default_value_t = 50)]
+        room_size: usize,
+        /// Messages per room in the burst.
+        #[arg(long, default_value_t = 1)]
+        burst: usize,
+        /// Long-poll timeout here (overrides --poll-timeout-ms): the polls must outlast the settling.
+        #[arg(long, default_value_t = 110_000)]
+        idle_timeout_ms: u64,
+        /// Minimum seconds between opening the polls and the burst.
+        #[arg(long, default_value_t = 5)]
+        settle_secs: u64,
+    },
+    /// (d) Initial sync of one user in many rooms, lazy-loaded vs full member state.
+    InitialSync {
+        #[arg(long, default_value_t = 500)]
+        rooms: usize,
+        /// Users the rooms' other members are drawn from.
+        #[arg(long, default_value_t = 100)]
+        pool: usize,
+        /// Other members per room.
+        #[arg(long, default_value_t = 8)]
+        members: usize,
+        /// Messages per room before the syncs.
+        #[arg(long, default_value_t = 10)]
+        messages: usize,
+        /// Members who send those messages (the rest only joined).
+        #[arg(long, default_value_t = 2)]
+        talkers: usize,
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+    },
+    /// A trivial in-memory stand-in homeserver, to show what the generator can push.
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:18008")]
+        listen: String,
+    },
+}
+
+fn run_id() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u32(std::process::id());
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut common = cli.common;
+    common.run_id = run_id();
+    if let Scenario::EchoServer { listen } = &cli.scenario {
+        return echo::serve(listen).await;
+    }
+    let api = client::Api::new(&common.url)?;
+    api.wait_ready(Duration::from_secs(60)).await?;
+    let started = Instant::now();
+    let (name, params, outcome) = match cli.scenario {
+        Scenario::Dm { users, rooms, messages, senders } => (
+            "dm",
+            json!({"users": users, "rooms": rooms, "messages": messages, "senders": senders}),
+            scenarios::dm(&api, &common, users, rooms, messages, senders).await?,
+        ),
+        Scenario::Group { users, rooms, room_size, messages, senders } => (
+            "group",
+            json!({"users": users, "rooms": rooms, "room_size": room_size, "messages": messages, "senders": senders}),
+            scenarios::group(&api, &common, users, rooms, room_size, messages, senders).await?,
+        ),
+        Scenario::Idle { users, devices, polls, room_size, burst, idle_timeout_ms, settle_secs } => (
+            "idle",
+            json!({"users": users, "devices": devices, "polls_per_device": polls, "room_size": room_size,
+                   "burst": burst, "poll_timeout_ms": idle_timeout_ms, "polls": users * devices * polls}),
+            scenarios::idle(
+                &api,
+                &common,
+                users,
+                devices,
+                polls,
+                room_size,
+                burst,
+                idle_timeout_ms,
+                Duration::from_secs(settle_secs),
+            )
+            .await?,
+        ),
+        Scenario::InitialSync { rooms, pool, members, messages, talkers, repeat } => (
+            "initial_sync",
+            json!({"rooms": rooms, "pool": pool, "members": members, "messages": messages,
+                   "talkers": talkers, "repeat": repeat}),
+            scenarios::initial_sync(&api, &common, rooms, pool, members, messages, talkers, repeat).await?,
+        ),
+        Scenario::EchoServer { .. } => unreachable!("handled above"),
+    };
+    let report = json!({
+        "scenario": name,
+        "label": common.label,
+        "url": common.url,
+        "run_id": common.run_id,
+        "params": params,
+        "wall_seconds": stats::round3(started.elapsed().as_secs_f64()),
+        "result": outcome.json,
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "== {name} on {} ({}) ==", common.label, common.url)?;
+    for line in &outcome.lines {
+        writeln!(out, "  {line}")?;
+    }
+    writeln!(out, "BENCH_JSON {report}")?;
+    Ok(())
+}

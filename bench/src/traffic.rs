@@ -1,0 +1,461 @@
+//! The measured part: long-polling receivers, concurrent senders, and the exactly-once check.
+//!
+//! Every message carries `bench_run`, `bench_id` and `bench_t` (microseconds since this run's
+//! start when the send began) in its content. A receiver that finds one in its sync records
+//! the delivery latency `now - bench_t`. At the end every (message, receiving device) pair
+//! that should have happened is checked: delivered exactly once, missing, or duplicated.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use crate::{
+    client::{Api, CallError, Session, enc},
+    setup::{Room, sync_filter, sync_query},
+    stats::{self, PhaseMeter, Summary, mib},
+};
+
+/// One long-polling loop: a device's token, where it starts, and its timeout.
+pub struct Receiver {
+    pub user: usize,
+    pub token: String,
+    pub since: String,
+    /// Distinct per poll of one device: Synapse answers identical concurrent sync requests
+    /// from one cached computation, which would make several polls cost as much as one.
+    pub timeout_ms: u64,
+}
+
+pub struct Traffic<'a> {
+    pub api: &'a Api,
+    pub run_id: String,
+    pub users: &'a [Session],
+    pub rooms: &'a [Room],
+    pub receivers: Vec<Receiver>,
+    /// (room, sending user) of each message, in sending order.
+    pub messages: Vec<(usize, usize)>,
+    pub senders: usize,
+    /// Messages per second in total; 0 sends as fast as `senders` allow (closed loop).
+    pub rate: f64,
+    pub timeline_limit: usize,
+    pub presence: bool,
+    /// Stop taking new messages after this long (zero: no limit).
+    pub duration: Duration,
+    /// How long to wait after the last send for late deliveries.
+    pub drain: Duration,
+    /// Long-polls opened per second (0: all at once).
+    pub open_rate: f64,
+    /// Minimum wait between opening the polls and the first send.
+    pub settle: Duration,
+    pub server_pid: Option<&'a str>,
+}
+
+#[derive(Default)]
+struct ReceiverLog {
+    /// bench_id → number of deliveries.
+    seen: HashMap<u32, u32>,
+    /// First-delivery latencies in microseconds.
+    latencies: Vec<u64>,
+    /// Rooms answered with `limited: true` (the timeline skipped events).
+    gaps: u64,
+    /// Sync responses received.
+    responses: u64,
+}
+
+struct Shared {
+    t0: Instant,
+    run_id: String,
+    stop: AtomicBool,
+    opened: AtomicUsize,
+    /// Per receiver: deliveries it should get (counted as sends succeed) and distinct ones it got.
+    expected: Vec<AtomicU64>,
+    got: Vec<AtomicU64>,
+    logs: Vec<Mutex<ReceiverLog>>,
+}
+
+impl Shared {
+    fn micros(&self) -> u64 {
+        self.t0.elapsed().as_micros() as u64
+    }
+}
+
+/// What a run of traffic produced: a JSON object and human-readable lines.
+pub struct Outcome {
+    pub json: Value,
+    pub lines: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Traffic<'_> {
+    pub async fn run(self) -> anyhow::Result<Outcome> {
+        let n_recv = self.receivers.len();
+        let shared = Arc::new(Shared {
+            t0: Instant::now(),
+            run_id: self.run_id.clone(),
+            stop: AtomicBool::new(false),
+            opened: AtomicUsize::new(0),
+            expected: (0..n_recv).map(|_| AtomicU64::new(0)).collect(),
+            got: (0..n_recv).map(|_| AtomicU64::new(0)).collect(),
+            logs: (0..n_recv).map(|_| Mutex::default()).collect(),
+        });
+        let mut receivers_of_user: Vec<Vec<usize>> = vec![Vec::new(); self.users.len()];
+        for (r, receiver) in self.receivers.iter().enumerate() {
+            receivers_of_user[receiver.user].push(r);
+        }
+
+        // Open every long-poll.
+        let pid = self.server_pid;
+        let rss_before = pid.and_then(stats::rss);
+        let fds_before = pid.and_then(stats::open_fds);
+        let filter = sync_filter(self.timeline_limit, self.presence);
+        let mut tasks = Vec::with_capacity(n_recv);
+        let opening = Instant::now();
+        for (r, receiver) in self.receivers.into_iter().enumerate() {
+            if self.open_rate > 0.0 {
+                tokio::time::sleep_until((opening + Duration::from_secs_f64(r as f64 / self.open_rate)).into()).await;
+            }
+            let query = sync_query(&filter, receiver.timeout_ms, self.presence);
+            let user_id = self.users[receiver.user].user_id.clone();
+            tasks.push(tokio::spawn(poll_loop(self.api.clone(), Arc::clone(&shared), r, receiver, query, user_id)));
+        }
+        while shared.opened.load(Ordering::Relaxed) < n_recv {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Let the server take up every request: at least `settle`, and (with a PID) until it
+        // holds a socket for (nearly) every poll, its socket count has stopped moving and it is
+        // idle. A server that accepts slowly would otherwise get the burst while still
+        // accepting polls.
+        let mut last_fds = None;
+        let mut last_cpu = pid.and_then(stats::cpu_seconds);
+        let mut stable = 0;
+        let wanted_fds = fds_before.map(|f| (f + n_recv).saturating_sub(64));
+        let settled = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let fds = pid.and_then(stats::open_fds);
+            let cpu = pid.and_then(stats::cpu_seconds);
+            let idle = match (last_cpu, cpu) {
+                (Some(a), Some(b)) => b - a < 0.05,
+                _ => true,
+            };
+            last_cpu = cpu;
+            stable = if fds == last_fds && idle { stable + 1 } else { 0 };
+            last_fds = fds;
+            let enough = match (fds, wanted_fds) {
+                (Some(f), Some(w)) => f >= w,
+                _ => true,
+            };
+            if opening.elapsed() >= self.settle && (pid.is_none() || (stable >= 3 && enough)) {
+                break true;
+            }
+            if opening.elapsed() >= self.settle + Duration::from_secs(180) {
+                self.api.errors.add("polls never settled (server sockets or CPU still moving)".to_owned());
+                break false;
+            }
+        };
+        let rss_polling = pid.and_then(stats::rss);
+        let fds_polling = pid.and_then(stats::open_fds);
+        let open_secs = opening.elapsed().as_secs_f64();
+
+        // Send.
+        let meter = PhaseMeter::start(pid);
+        let messages = Arc::new(self.messages);
+        let n_msgs = messages.len();
+        let msg_ok: Arc<Vec<AtomicBool>> = Arc::new((0..n_msgs).map(|_| AtomicBool::new(false)).collect());
+        let send_rtts = Arc::new(Mutex::new(Vec::with_capacity(n_msgs)));
+        let next = Arc::new(AtomicUsize::new(0));
+        let attempted = Arc::new(AtomicUsize::new(0));
+        let members: Arc<Vec<Vec<usize>>> = Arc::new(self.rooms.iter().map(|r| r.members.clone()).collect());
+        let room_ids: Arc<Vec<String>> = Arc::new(self.rooms.iter().map(|r| r.id.clone()).collect());
+        let tokens: Arc<Vec<String>> = Arc::new(self.users.iter().map(|u| u.token.clone()).collect());
+        let receivers_of_user = Arc::new(receivers_of_user);
+        let send_start = Instant::now();
+        let mut senders = Vec::with_capacity(self.senders);
+        for _ in 0..self.senders {
+            let ctx = SendCtx {
+                api: self.api.clone(),
+                shared: Arc::clone(&shared),
+                messages: Arc::clone(&messages),
+                msg_ok: Arc::clone(&msg_ok),
+                rtts: Arc::clone(&send_rtts),
+                next: Arc::clone(&next),
+                members: Arc::clone(&members),
+                room_ids: Arc::clone(&room_ids),
+                tokens: Arc::clone(&tokens),
+                receivers_of_user: Arc::clone(&receivers_of_user),
+                rate: self.rate,
+                start: send_start,
+                duration: self.duration,
+                attempted: Arc::clone(&attempted),
+            };
+            senders.push(tokio::spawn(ctx.run()));
+        }
+        for sender in senders {
+            sender.await?;
+        }
+        let send_secs = send_start.elapsed().as_secs_f64();
+
+        // Wait for every delivery, or the drain timeout.
+        let drain_start = Instant::now();
+        let all_in = || {
+            shared.expected.iter().zip(&shared.got).all(|(e, g)| g.load(Ordering::Relaxed) >= e.load(Ordering::Relaxed))
+        };
+        while !all_in() && drain_start.elapsed() < self.drain {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let delivered_secs = send_start.elapsed().as_secs_f64();
+        let drained = all_in();
+        shared.stop.store(true, Ordering::Relaxed);
+        for task in &tasks {
+            task.abort();
+        }
+        let phase = meter.finish();
+
+        // Exactly once?
+        let sent_ok = msg_ok.iter().filter(|ok| ok.load(Ordering::Relaxed)).count();
+        // With a duration limit, messages past the cut were never attempted.
+        let attempted = attempted.load(Ordering::Relaxed);
+        let (mut expected, mut missing, mut duplicates, mut unexpected, mut gaps, mut responses) =
+            (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut latencies = Vec::new();
+        let mut expected_sets: Vec<Vec<u32>> = vec![Vec::new(); n_recv];
+        for (k, &(room, sender)) in messages.iter().enumerate() {
+            if !msg_ok[k].load(Ordering::Relaxed) {
+                continue;
+            }
+            for &m in members[room].iter().filter(|&&m| m != sender) {
+                for &r in &receivers_of_user[m] {
+                    expected_sets[r].push(k as u32);
+                }
+            }
+        }
+        for (r, wanted) in expected_sets.iter().enumerate() {
+            let mut log = lock(&shared.logs[r]);
+            gaps += log.gaps;
+            responses += log.responses;
+            latencies.append(&mut log.latencies);
+            for k in wanted {
+                expected += 1;
+                match log.seen.remove(k) {
+                    None => missing += 1,
+                    Some(n) => duplicates += u64::from(n.saturating_sub(1)),
+                }
+            }
+            unexpected += log.seen.values().map(|&n| u64::from(n)).sum::<u64>();
+        }
+        let latency = Summary::from_micros(latencies);
+        let rtt = Summary::from_micros(std::mem::take(&mut *lock(&send_rtts)));
+        let throughput = sent_ok as f64 / send_secs;
+        let errors = self.api.errors.snapshot();
+        let polls = n_recv as u64;
+        let per_poll = match (rss_before, rss_polling) {
+            (Some(a), Some(b)) if polls > 0 => Some((b as f64 - a as f64) / polls as f64),
+            _ => None,
+        };
+
+        let json = json!({
+            "receivers": n_recv,
+            "messages": n_msgs,
+            "senders": self.senders,
+            "sent_ok": sent_ok,
+            "attempted": attempted,
+            "send_failed": attempted.saturating_sub(sent_ok),
+            "send_seconds": stats::round3(send_secs),
+            "throughput_msgs_per_s": stats::round3(throughput),
+            "send_rtt": rtt.json(),
+            "deliveries_expected": expected,
+            "deliveries_missing": missing,
+            "deliveries_duplicate": duplicates,
+            "deliveries_unexpected": unexpected,
+            "timeline_gaps": gaps,
+            "sync_responses": responses,
+            "all_delivered_seconds": stats::round3(delivered_secs),
+            "drained": drained,
+            "delivery_latency": latency.json(),
+            "polls_open_seconds": stats::round3(open_secs),
+            "polls_settled": settled,
+            "server_rss_before_polls_bytes": rss_before,
+            "server_rss_polling_bytes": rss_polling,
+            "server_rss_per_poll_bytes": per_poll.map(stats::round3),
+            "server_fds_before_polls": fds_before,
+            "server_fds_polling": fds_polling,
+            "phase": phase,
+            "errors": errors,
+        });
+        let mut lines = vec![
+            format!("receivers (long-polls)  {n_recv}"),
+            format!(
+                "sent                    {sent_ok}/{attempted} ok (of {n_msgs} planned) in {send_secs:.2} s by {} senders: {throughput:.1} msgs/s",
+                self.senders
+            ),
+            format!("send round trip         {}", rtt.line()),
+            format!("delivery latency        {}", latency.line()),
+            format!(
+                "deliveries              {expected} expected, {missing} missing, {duplicates} duplicate, {unexpected} unexpected, {gaps} limited timelines"
+            ),
+            format!(
+                "all delivered after     {delivered_secs:.2} s{}",
+                if drained { "" } else { " (drain timeout: some never arrived)" }
+            ),
+        ];
+        if pid.is_some() {
+            lines.push(format!(
+                "server                  cpu {} s, peak rss {}, rss before polls {}, with polls open {}, fds {} -> {}",
+                phase["server_cpu_s"],
+                mib(phase["server_peak_rss_bytes"].as_u64()),
+                mib(rss_before),
+                mib(rss_polling),
+                fds_before.map_or("-".to_owned(), |f| f.to_string()),
+                fds_polling.map_or("-".to_owned(), |f| f.to_string()),
+            ));
+        }
+        lines.push(format!("generator cpu           {} s", phase["generator_cpu_s"]));
+        lines.push(format!(
+            "errors                  {}",
+            if errors.is_empty() { "none".to_owned() } else { format!("{errors:?}") }
+        ));
+        Ok(Outcome { json, lines })
+    }
+}
+
+async fn poll_loop(api: Api, shared: Arc<Shared>, r: usize, receiver: Receiver, query: String, user_id: String) {
+    let timeout = Duration::from_millis(receiver.timeout_ms);
+    let mut since = receiver.since;
+    let mut opened = false;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let q = format!("since={}&{query}", enc(&since));
+        if !opened {
+            opened = true;
+            shared.opened.fetch_add(1, Ordering::Relaxed);
+        }
+        match api.sync(&receiver.token, &q, timeout).await {
+            Ok(body) => {
+                let new = record(&shared, r, &body, &user_id);
+                shared.got[r].fetch_add(new, Ordering::Relaxed);
+                match body["next_batch"].as_str() {
+                    Some(next) => since = next.to_owned(),
+                    None => {
+                        api.errors.add("sync: no next_batch".to_owned());
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            Err(err) => {
+                api.errors.add(format!("sync: {}", err.kind()));
+                let wait = err.retry_after().unwrap_or(Duration::from_millis(200));
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Notes what one sync response delivered; returns how many messages were new to it.
+fn record(shared: &Shared, r: usize, body: &Value, user_id: &str) -> u64 {
+    let now = shared.micros();
+    let mut log = lock(&shared.logs[r]);
+    log.responses += 1;
+    let mut new = 0;
+    let Some(rooms) = body["rooms"]["join"].as_object() else { return 0 };
+    for room in rooms.values() {
+        if room["timeline"]["limited"] == true {
+            log.gaps += 1;
+        }
+        let events = room["timeline"]["events"].as_array().map_or(&[][..], Vec::as_slice);
+        for event in events {
+            let content = &event["content"];
+            if content["bench_run"].as_str() != Some(shared.run_id.as_str())
+                || event["sender"].as_str() == Some(user_id)
+            {
+                continue;
+            }
+            let (Some(id), Some(t)) = (content["bench_id"].as_u64(), content["bench_t"].as_u64()) else {
+                continue;
+            };
+            let count = log.seen.entry(id as u32).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                new += 1;
+                log.latencies.push(now.saturating_sub(t));
+            }
+        }
+    }
+    new
+}
+
+struct SendCtx {
+    api: Api,
+    shared: Arc<Shared>,
+    messages: Arc<Vec<(usize, usize)>>,
+    msg_ok: Arc<Vec<AtomicBool>>,
+    rtts: Arc<Mutex<Vec<u64>>>,
+    next: Arc<AtomicUsize>,
+    members: Arc<Vec<Vec<usize>>>,
+    room_ids: Arc<Vec<String>>,
+    tokens: Arc<Vec<String>>,
+    receivers_of_user: Arc<Vec<Vec<usize>>>,
+    rate: f64,
+    start: Instant,
+    duration: Duration,
+    attempted: Arc<AtomicUsize>,
+}
+
+impl SendCtx {
+    async fn run(self) {
+        loop {
+            let k = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(room, sender)) = self.messages.get(k) else { break };
+            if !self.duration.is_zero() && self.start.elapsed() >= self.duration {
+                break;
+            }
+            self.attempted.fetch_add(1, Ordering::Relaxed);
+            if self.rate > 0.0 {
+                let due = self.start + Duration::from_secs_f64(k as f64 / self.rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let t = self.shared.micros();
+            let run = &self.shared.run_id;
+            let content = json!({
+                "msgtype": "m.text",
+                "body": format!("bench {run} #{k}"),
+                "bench_run": run,
+                "bench_id": k,
+                "bench_t": t,
+            });
+            let txn = format!("{run}-{k}");
+            let mut transport_failures = 0;
+            let ok = loop {
+                match self.api.send(&self.tokens[sender], &self.room_ids[room], &txn, &content).await {
+                    Ok(_) => break true,
+                    Err(err) => {
+                        self.api.errors.add(format!("send: {}", err.kind()));
+                        if let Some(wait) = err.retry_after() {
+                            tokio::time::sleep(wait).await;
+                        } else if matches!(err, CallError::Transport(_)) && transport_failures < 3 {
+                            // Same transaction ID: a retry cannot duplicate the event.
+                            transport_failures += 1;
+                        } else {
+                            break false;
+                        }
+                    }
+                }
+            };
+            if ok {
+                lock(&self.rtts).push(self.shared.micros() - t);
+                self.msg_ok[k].store(true, Ordering::Relaxed);
+                for &m in self.members[room].iter().filter(|&&m| m != sender) {
+                    for &r in &self.receivers_of_user[m] {
+                        self.shared.expected[r].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
