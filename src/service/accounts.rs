@@ -20,6 +20,7 @@ pub struct AccountService {
     config: Arc<Config>,
     storage: Storage,
     rooms: Arc<Rooms>,
+    passwords: password::Passwords,
     device_lists: Arc<DeviceLists>,
 }
 
@@ -35,7 +36,7 @@ pub struct NewAccount<'a> {
 
 impl AccountService {
     pub fn new(config: Arc<Config>, storage: Storage, rooms: Arc<Rooms>, device_lists: Arc<DeviceLists>) -> Self {
-        Self { config, storage, rooms, device_lists }
+        Self { config, storage, rooms, device_lists, passwords: password::Passwords::default() }
     }
 
     /// Validates a requested localpart and makes the user ID, without checking it is free.
@@ -70,7 +71,7 @@ impl AccountService {
             None => UserId::new(&self.config.server_name),
         };
         let password_hash = match account.password {
-            Some(password) => Some(password::hash(password).await?),
+            Some(password) => Some(self.passwords.hash(password).await?),
             None => None,
         };
         let outcome = self
@@ -121,7 +122,7 @@ impl AccountService {
             ));
         }
         let hash = user.password_hash.as_deref().ok_or_else(forbidden)?;
-        if password::verify(password, hash).await? { Ok(user) } else { Err(forbidden()) }
+        if self.passwords.verify(password, hash).await? { Ok(user) } else { Err(forbidden()) }
     }
 
     pub async fn get(&self, user_id: &UserId) -> Result<Option<User>> {
@@ -129,7 +130,7 @@ impl AccountService {
     }
 
     pub async fn set_password(&self, user_id: &UserId, new_password: &str) -> Result<()> {
-        let hash = password::hash(new_password).await?;
+        let hash = self.passwords.hash(new_password).await?;
         if !self.storage.users.set_password_hash(user_id, Some(&hash)).await? {
             return Err(Error::not_found("No such user"));
         }

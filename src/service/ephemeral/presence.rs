@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Value as JsonValue, json};
 use tokio::{sync::watch, time::Instant};
 
@@ -213,11 +213,21 @@ impl PresenceService {
     /// The `m.presence` events for `viewer`: users who share a room with them (and
     /// themselves) whose presence was published in `(after, up_to]`, or all such users'
     /// current presence on an initial sync.
-    pub async fn events_for(&self, viewer: &UserId, after: Option<i64>, up_to: i64) -> Result<Vec<JsonValue>> {
+    /// `joined_rooms` are the viewer's joined rooms, which the caller knows already.
+    pub async fn events_for(
+        &self,
+        viewer: &UserId,
+        joined_rooms: &[OwnedRoomId],
+        after: Option<i64>,
+        up_to: i64,
+    ) -> Result<Vec<JsonValue>> {
         if !self.config.enabled {
             return Ok(Vec::new());
         }
-        let visible = self.sharing_rooms_with(viewer).await?;
+        let mut visible = HashSet::from([viewer.to_owned()]);
+        for room_id in joined_rooms {
+            visible.extend(self.rooms.audience_of(room_id).await?.iter().cloned());
+        }
         let rows = self.storage.presence.changed_since(after.unwrap_or(0), up_to).await?;
         Ok(rows
             .iter()

@@ -49,6 +49,8 @@ use crate::{
 const EVENT_CACHE_SIZE: usize = 20_000;
 /// Single-key state lookups `(group, type, key)` kept in memory; state groups never change.
 const LOOKUP_CACHE_SIZE: usize = 50_000;
+/// Whole state groups kept in memory (their entries only: event IDs, not events).
+const GROUP_CACHE_SIZE: usize = 2_000;
 
 /// What the push rules said about an event: per-recipient actions and queued notifications.
 #[derive(Debug, Default)]
@@ -76,6 +78,8 @@ pub struct Rooms {
     heads: Mutex<std::collections::HashMap<ruma::OwnedRoomId, Arc<RoomHead>>>,
     events: Mutex<LruCache<OwnedEventId, PduRef>>,
     lookups: Mutex<LruCache<(i64, String, String), Option<OwnedEventId>>>,
+    /// Whole state groups' entries, for syncs that send state.
+    group_entries: Mutex<LruCache<i64, Arc<Vec<crate::storage::StateEntry>>>>,
     notifier: Arc<Notifier>,
     /// Per room: the users an event there concerns (joined, invited, knocking).
     audiences: Mutex<HashMap<OwnedRoomId, Arc<HashSet<OwnedUserId>>>>,
@@ -104,6 +108,7 @@ impl Rooms {
             heads: Mutex::default(),
             events: Mutex::new(LruCache::new(size(EVENT_CACHE_SIZE))),
             lookups: Mutex::new(LruCache::new(size(LOOKUP_CACHE_SIZE))),
+            group_entries: Mutex::new(LruCache::new(size(GROUP_CACHE_SIZE))),
             notifier,
             audiences: Mutex::default(),
             latest: Mutex::default(),

@@ -1,11 +1,14 @@
 //! Reading room state: the current state, the state after any event, single entries.
 
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use ruma::{OwnedEventId, RoomId, UserId};
 
 use super::{PduRef, Rooms, read::StreamToken};
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    storage::StateEntry,
+};
 
 /// The `membership` of a member event's content.
 #[derive(serde::Deserialize)]
@@ -37,8 +40,29 @@ impl Rooms {
 
     /// The state events in a state group (the state after some event).
     pub async fn group_state(&self, group: i64) -> Result<Vec<PduRef>> {
-        let ids: Vec<OwnedEventId> =
-            self.storage.state.group_state(group).await?.into_iter().map(|(_, _, id)| id).collect();
+        self.group_state_where(group, |_, _| true).await
+    }
+
+    /// The entries `(type, state key, event ID)` of a state group, cached: groups never change.
+    pub async fn group_entries(&self, group: i64) -> Result<Arc<Vec<StateEntry>>> {
+        if let Some(entries) = self.group_entries.lock().unwrap_or_else(PoisonError::into_inner).get(&group) {
+            return Ok(Arc::clone(entries));
+        }
+        let entries = Arc::new(self.storage.state.group_state(group).await?);
+        self.group_entries.lock().unwrap_or_else(PoisonError::into_inner).put(group, Arc::clone(&entries));
+        Ok(entries)
+    }
+
+    /// The state events of a group whose `(type, state key)` passes `keep`; only those are
+    /// loaded, which matters for lazy-loaded members in large rooms.
+    pub async fn group_state_where(&self, group: i64, keep: impl Fn(&str, &str) -> bool) -> Result<Vec<PduRef>> {
+        let ids: Vec<OwnedEventId> = self
+            .group_entries(group)
+            .await?
+            .iter()
+            .filter(|(t, k, _)| keep(t, k))
+            .map(|(_, _, id)| id.clone())
+            .collect();
         self.pdus(&ids).await
     }
 

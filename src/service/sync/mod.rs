@@ -188,7 +188,7 @@ impl SyncService {
         let mut response = v3::Response::new(SyncToken { pos: upto, typing: next.typing }.to_string());
         response.presence.events = self
             .presence
-            .events_for(user_id, since, upto)
+            .events_for(user_id, &joined_ids, since, upto)
             .await?
             .into_iter()
             .filter(|event| {

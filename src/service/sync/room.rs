@@ -162,15 +162,16 @@ impl RoomBuilder<'_> {
             Some(s) if needs_state && !full => self.group_at(room_id, s).await?,
             _ => None,
         };
+        let members = MemberSelection::new(lazy, &events, self.user());
         let (state_events, after) = if self.request.use_state_after {
             // `state_after`: the state at the end of the timeline, as a change from `since`.
             let end_group = self.group_at(room_id, upto).await?;
             let base = if full { None } else { since_group };
-            (self.state_diff(end_group, base).await?, true)
+            (self.state_diff(end_group, base, &members).await?, true)
         } else if full {
-            (self.state_diff(start_group, None).await?, false)
+            (self.state_diff(start_group, None, &members).await?, false)
         } else if limited {
-            (self.state_diff(start_group, since_group).await?, false)
+            (self.state_diff(start_group, since_group, &members).await?, false)
         } else {
             (Vec::new(), false)
         };
@@ -233,17 +234,29 @@ impl RoomBuilder<'_> {
 
     /// The state events of `group` that differ from `base` (all of them without a base),
     /// passing the state filter.
-    async fn state_diff(&self, group: Option<i64>, base: Option<i64>) -> Result<Vec<PduRef>> {
+    async fn state_diff(
+        &self,
+        group: Option<i64>,
+        base: Option<i64>,
+        members: &MemberSelection,
+    ) -> Result<Vec<PduRef>> {
         let Some(group) = group else { return Ok(Vec::new()) };
         if Some(group) == base {
             return Ok(Vec::new());
         }
-        let mut state = self.rooms.group_state(group).await?;
-        if let Some(base) = base {
-            let old: BTreeSet<OwnedEventId> =
-                self.rooms.group_state(base).await?.into_iter().map(|p| p.event_id.clone()).collect();
-            state.retain(|p| !old.contains(&p.event_id));
-        }
+        let old: BTreeSet<OwnedEventId> = match base {
+            Some(base) => self.rooms.group_entries(base).await?.iter().map(|(_, _, id)| id.clone()).collect(),
+            None => BTreeSet::new(),
+        };
+        // Entries are filtered before any event is loaded: with lazy-loaded members, a large
+        // room's member events are never read.
+        let entries = self.rooms.group_entries(group).await?;
+        let ids: Vec<OwnedEventId> = entries
+            .iter()
+            .filter(|(t, k, id)| !old.contains(id) && (t != "m.room.member" || members.wants(k)))
+            .map(|(_, _, id)| id.clone())
+            .collect();
+        let mut state = self.rooms.pdus(&ids).await?;
         let state_filter = &self.request.filter.room.state;
         state.retain(|p| filter::matches(state_filter, p));
         state.sort_by_key(|p| p.stream_pos);
@@ -263,10 +276,6 @@ impl RoomBuilder<'_> {
         }
         let mut wanted: BTreeSet<OwnedUserId> = timeline.iter().map(|p| p.sender.clone()).collect();
         wanted.insert(self.user().to_owned());
-        state.retain(|p| {
-            p.event_type != TimelineEventType::RoomMember
-                || p.state_key.as_deref().is_some_and(|k| wanted.iter().any(|u| u.as_str() == k))
-        });
         // Senders whose member event the client may not have: add it from the state.
         let in_timeline: BTreeSet<&str> = timeline
             .iter()
@@ -392,6 +401,27 @@ impl RoomBuilder<'_> {
                 Ok(Raw::from_json(serde_json::value::to_raw_value(&object)?))
             })
             .collect()
+    }
+}
+
+/// Which member events the state section may carry: all, or with lazy-loaded members only
+/// those of the timeline's senders and the user.
+struct MemberSelection {
+    only: Option<BTreeSet<String>>,
+}
+
+impl MemberSelection {
+    fn new(lazy: bool, timeline: &[PduRef], user: &UserId) -> Self {
+        let only = lazy.then(|| {
+            let mut users: BTreeSet<String> = timeline.iter().map(|p| p.sender.to_string()).collect();
+            users.insert(user.to_string());
+            users
+        });
+        Self { only }
+    }
+
+    fn wants(&self, state_key: &str) -> bool {
+        self.only.as_ref().is_none_or(|users| users.contains(state_key))
     }
 }
 
