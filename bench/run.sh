@@ -312,7 +312,9 @@ log "machine"
 
 if [ "$SKIP_BUILD" = 0 ]; then
     log "building Parley and the generator (release)"
-    run cargo build --release --manifest-path "$ROOT/Cargo.toml" -p parley --bin parley -p parley-bench
+    # Two commands: `--bin parley` would otherwise also restrict which of parley-bench's bins are built.
+    run cargo build --release --manifest-path "$ROOT/Cargo.toml" -p parley --bin parley
+    run cargo build --release --manifest-path "$ROOT/Cargo.toml" -p parley-bench
 fi
 case " $SERVERS " in *" synapse-"*) install_synapse ;; esac
 

@@ -6,7 +6,7 @@ use http::StatusCode;
 use ruma::{RoomId, UserId, api::error::ErrorKind};
 use serde_json::value::RawValue;
 
-use super::notifier::Notifier;
+use super::{latest::Key, notifier::Notifier};
 use crate::{
     error::{Error, Result},
     storage::{Storage, StreamAllocator},
@@ -56,6 +56,7 @@ impl AccountDataService {
         content: &RawValue,
     ) -> Result<()> {
         let mut pos = self.stream.allocate();
+        self.notifier.latest().note(Key::AccountData(user_id.to_owned()), pos.get());
         self.storage.account_data.set(user_id, room_id, data_type, content, &pos).await?;
         let (notifier, user_id) = (Arc::clone(&self.notifier), user_id.to_owned());
         pos.on_visible(move || notifier.notify_users([&*user_id]));

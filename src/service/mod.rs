@@ -8,6 +8,7 @@ pub mod devices;
 pub mod ephemeral;
 pub mod filter;
 pub mod keys;
+pub mod latest;
 pub mod notifier;
 pub mod password;
 pub mod push;
@@ -63,6 +64,10 @@ impl Services {
         let stream = StreamAllocator::new(storage.max_stream_pos().await?);
         let key = Arc::new(server_keys::load_or_create(&storage).await?);
         let notifier = Arc::new(notifier::Notifier::default());
+        // After a restart nothing is known about what was written before: global streams may
+        // have changed up to the current position.
+        notifier.latest().note(latest::Key::DeviceLists, stream.watermark());
+        notifier.latest().note(latest::Key::Presence, stream.watermark());
         let rooms = Arc::new(rooms::Rooms::new(
             Arc::clone(&config),
             storage.clone(),

@@ -16,6 +16,8 @@ use tokio::sync::Notify;
 #[derive(Default)]
 pub struct Notifier {
     users: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
+    /// What was written where: lets a sync skip queries for what cannot have changed.
+    latest: super::latest::LatestIndex,
 }
 
 /// A user's wake-up handle, held while a sync waits.
@@ -60,6 +62,12 @@ impl Notifier {
                 notify.notify_waiters();
             }
         }
+    }
+
+    /// The index of the latest positions written, which every writer that wakes syncs also
+    /// notes its writes in.
+    pub fn latest(&self) -> &super::latest::LatestIndex {
+        &self.latest
     }
 
     /// How many users have a sync waiting (for metrics and tests).

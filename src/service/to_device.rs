@@ -11,7 +11,7 @@ use ruma::{
     to_device::DeviceIdOrAllDevices,
 };
 
-use super::{auth::AuthedUser, notifier::Notifier, now_ms};
+use super::{auth::AuthedUser, latest::Key, notifier::Notifier, now_ms};
 use crate::{
     error::{Error, Result},
     storage::{
@@ -71,6 +71,11 @@ impl ToDeviceService {
         let messages: Vec<NewToDevice<'_>> =
             batch.iter().map(|(user_id, device_id, content)| NewToDevice { user_id, device_id, content }).collect();
         let mut pos = self.stream.allocate();
+        for message in &messages {
+            self.notifier
+                .latest()
+                .note(Key::ToDevice(message.user_id.to_owned(), message.device_id.to_owned()), pos.get());
+        }
         let targets = recipients(&messages);
         let notifier = Arc::clone(&self.notifier);
         pos.on_visible(move || notifier.notify_users(targets.iter().map(|u| &**u)));

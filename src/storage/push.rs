@@ -97,14 +97,10 @@ pub trait PushStore: Send + Sync {
 
     async fn reschedule(&self, id: i64, attempts: i32, next_attempt_at: i64) -> StorageResult<()>;
 
-    /// Unread counts in a room after the stream position `read_up_to`: the main timeline
-    /// (thread `""` or `main`) and, separately, each thread.
-    async fn unread(
-        &self,
-        user_id: &UserId,
-        room_id: &RoomId,
-        read_up_to: i64,
-    ) -> StorageResult<Vec<(String, UnreadCounts)>>;
+    /// Unread counts in a room, after the later of the user's read receipt (main timeline) and
+    /// their own latest membership change: the main timeline (thread `""` or `main`) and,
+    /// separately, each thread. One query: syncs ask this of every room they return.
+    async fn unread(&self, user_id: &UserId, room_id: &RoomId) -> StorageResult<Vec<(String, UnreadCounts)>>;
 
     /// Notifying events across all rooms the user has not read (after their read receipt and
     /// their latest membership change), for push payloads.

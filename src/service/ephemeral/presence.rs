@@ -19,7 +19,7 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     config::PresenceConfig,
     error::Result,
-    service::{notifier::Notifier, now_ms, rooms::Rooms},
+    service::{latest::Key, notifier::Notifier, now_ms, rooms::Rooms},
     storage::{Storage, StreamAllocator, receipts::PresenceRow},
 };
 
@@ -284,6 +284,7 @@ impl PresenceService {
             stream_pos: 0,
         };
         let mut pos = self.stream.allocate();
+        self.notifier.latest().note(Key::Presence, pos.get());
         self.storage.presence.put(&row, &pos).await?;
         let audience: Vec<OwnedUserId> = self.sharing_rooms_with(user_id).await?.into_iter().collect();
         let notifier = Arc::clone(&self.notifier);

@@ -7,7 +7,7 @@ use serde_json::{Value as JsonValue, json};
 
 use crate::{
     error::{Error, Result},
-    service::{account_data::AccountDataService, notifier::Notifier, now_ms, rooms::Rooms},
+    service::{account_data::AccountDataService, latest::Key, notifier::Notifier, now_ms, rooms::Rooms},
     storage::{Storage, StreamAllocator, receipts::Receipt},
 };
 
@@ -69,6 +69,7 @@ impl ReceiptService {
             stream_pos: 0,
         };
         let mut pos = self.stream.allocate();
+        self.notifier.latest().note(Key::Receipts(room_id.to_owned()), pos.get());
         if self.storage.receipts.put(&receipt, &pos).await? {
             let notifier = Arc::clone(&self.notifier);
             let audience: Vec<_> = if receipt_type == READ {

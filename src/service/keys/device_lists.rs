@@ -15,7 +15,7 @@ use ruma::{OwnedUserId, UserId};
 
 use crate::{
     error::Result,
-    service::notifier::Notifier,
+    service::{latest::Key, notifier::Notifier},
     storage::{Storage, StreamAllocator, StreamPosition},
 };
 
@@ -44,6 +44,7 @@ impl DeviceLists {
         targets.sort();
         targets.dedup();
         let mut pos = self.stream.allocate();
+        self.notifier.latest().note(Key::DeviceLists, pos.get());
         let notifier = Arc::clone(&self.notifier);
         pos.on_visible(move || notifier.notify_users(targets.iter().map(|u| &**u)));
         Ok(pos)

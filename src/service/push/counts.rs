@@ -16,10 +16,9 @@ impl PushService {
         user_id: &UserId,
         room_id: &RoomId,
     ) -> Result<(UnreadCounts, Vec<(String, UnreadCounts)>)> {
-        let read_up_to = self.read_up_to(user_id, room_id).await?;
         let mut main = UnreadCounts::default();
         let mut threads = Vec::new();
-        for (thread, counts) in self.storage.push.unread(user_id, room_id, read_up_to).await? {
+        for (thread, counts) in self.storage.push.unread(user_id, room_id).await? {
             if thread.is_empty() {
                 main = counts;
             } else {

@@ -295,6 +295,10 @@ impl Rooms {
         // Everyone the event concerns, as the room was before it, plus a member event's subject.
         let audience = if new_room.is_some() { Arc::default() } else { self.audience_of(&head.room_id).await? };
         let mut pos = self.stream.allocate();
+        if member.is_some() {
+            // Who shares a room with whom changes: device lists may change for room-mates.
+            self.notifier.latest().note(crate::service::latest::Key::DeviceLists, pos.get());
+        }
         let group = self
             .storage
             .events

@@ -12,6 +12,7 @@ use crate::{
     service::{
         auth::AuthedUser,
         keys::{self, device_lists},
+        latest::{Key, LatestIndex},
     },
     storage::Storage,
 };
@@ -22,8 +23,17 @@ const TO_DEVICE_LIMIT: i64 = 100;
 
 /// Deletes the device's to-device messages at or before `since`: a sync with that token
 /// proves the device received the response that carried them.
-pub(super) async fn acknowledge(storage: &Storage, user: &AuthedUser, since: i64) -> Result<()> {
+pub(super) async fn acknowledge(storage: &Storage, latest: &LatestIndex, user: &AuthedUser, since: i64) -> Result<()> {
+    let sent = Key::ToDevice(user.user_id.clone(), user.device_id.clone());
+    let acked = Key::ToDeviceAcked(user.user_id.clone(), user.device_id.clone());
+    // Nothing was sent since the last acknowledgement: nothing to delete.
+    if let (Some(sent), Some(acked)) = (latest.get(&sent), latest.get(&acked))
+        && sent <= acked
+    {
+        return Ok(());
+    }
     storage.to_device.delete_up_to(&user.user_id, &user.device_id, since).await?;
+    latest.note(acked, since);
     Ok(())
 }
 
@@ -31,14 +41,24 @@ pub(super) async fn acknowledge(storage: &Storage, user: &AuthedUser, since: i64
 /// cover: `upto`, or less when there were more messages than fit.
 pub(super) async fn to_device(
     storage: &Storage,
+    latest: &LatestIndex,
     user: &AuthedUser,
     since: Option<i64>,
     upto: i64,
 ) -> Result<(v3::ToDevice, i64)> {
+    let key = Key::ToDevice(user.user_id.clone(), user.device_id.clone());
+    if let Some(since) = since
+        && !latest.may_have_changed(&key, since)
+    {
+        return Ok((v3::ToDevice::new(), upto));
+    }
     let mut messages = storage
         .to_device
         .pending(&user.user_id, &user.device_id, since.unwrap_or(0), upto, TO_DEVICE_LIMIT + 1)
         .await?;
+    if let Some(since) = since {
+        latest.learned(key, since, messages.iter().map(|m| m.stream_pos).max());
+    }
     let mut upto = upto;
     if messages.len() > usize::try_from(TO_DEVICE_LIMIT).unwrap_or(usize::MAX)
         && let Some(first_left_out) = messages.get(usize::try_from(TO_DEVICE_LIMIT).unwrap_or(0)).map(|m| m.stream_pos)
@@ -65,12 +85,17 @@ pub(super) async fn to_device(
 /// `device_unused_fallback_key_types`.
 pub(super) async fn fill(
     storage: &Storage,
+    latest: &LatestIndex,
     user: &AuthedUser,
     since: Option<i64>,
     upto: i64,
     response: &mut v3::Response,
 ) -> Result<()> {
-    if let Some(since) = since {
+    // Device lists change with key uploads and with memberships; when neither happened
+    // since the token, there is nothing to compute.
+    if let Some(since) = since
+        && latest.may_have_changed(&Key::DeviceLists, since)
+    {
         let (changed, left) = device_lists::changes(storage, &user.user_id, since, upto).await?;
         let mut lists = DeviceLists::new();
         lists.changed = changed;

@@ -27,6 +27,7 @@ pub use self::token::SyncToken;
 use super::{
     auth::AuthedUser,
     ephemeral::{presence::PresenceService, receipts::ReceiptService, typing::TypingService},
+    latest::Key,
     notifier::Notifier,
     push::PushService,
     rooms::Rooms,
@@ -94,7 +95,7 @@ impl SyncService {
             return Err(Error::invalid_param("The since token is not one this server issued"));
         }
         if let Some(since) = request.since {
-            e2ee::acknowledge(&self.storage, &request.user, since.pos).await?;
+            e2ee::acknowledge(&self.storage, self.notifier.latest(), &request.user, since.pos).await?;
         }
         let listener = self.notifier.listen(&request.user.user_id);
         let deadline = tokio::time::Instant::now() + request.timeout;
@@ -125,7 +126,8 @@ impl SyncService {
         let user_id = &request.user.user_id;
         let since = request.since.map(|t| t.pos);
         // First: when more to-device messages wait than one response carries, it covers less.
-        let (to_device, upto) = e2ee::to_device(&self.storage, &request.user, since, upto).await?;
+        let (to_device, upto) =
+            e2ee::to_device(&self.storage, self.notifier.latest(), &request.user, since, upto).await?;
         let room_filter = &request.filter.room;
         let memberships = self.storage.state.user_rooms(user_id, &["join", "invite", "knock", "leave", "ban"]).await?;
         let wanted = |room_id: &OwnedRoomId| {
@@ -135,14 +137,43 @@ impl SyncService {
         let memberships: Vec<Membership> =
             memberships.into_iter().filter(|m| wanted(&m.room_id) && m.stream_pos <= upto).collect();
 
-        let account_data = self.storage.account_data.changed_since(user_id, since.unwrap_or(0), upto).await?;
+        let index = self.notifier.latest();
+        let account_data_key = Key::AccountData(user_id.clone());
+        let account_data = match since {
+            Some(s) if !index.may_have_changed(&account_data_key, s) => Vec::new(),
+            _ => {
+                let entries = self.storage.account_data.changed_since(user_id, since.unwrap_or(0), upto).await?;
+                if let Some(s) = since {
+                    index.learned(account_data_key, s, entries.iter().map(|e| e.stream_pos).max());
+                }
+                entries
+            }
+        };
         let builder = room::RoomBuilder { rooms: &self.rooms, storage: &self.storage, push: &self.push, request, upto };
 
         let mut rooms = SyncRooms::new();
         let joined_ids: Vec<OwnedRoomId> =
             memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
         let latest = self.rooms.latest_positions(&joined_ids).await?;
-        let mut receipts = self.receipts.receipts_for(user_id, &joined_ids, since, upto).await?;
+        // Receipts only of rooms where one may have been set since the token.
+        let receipt_rooms: Vec<OwnedRoomId> = match since {
+            Some(s) => {
+                joined_ids.iter().filter(|r| index.may_have_changed(&Key::Receipts((*r).clone()), s)).cloned().collect()
+            }
+            None => joined_ids.clone(),
+        };
+        let mut receipts = if receipt_rooms.is_empty() {
+            Default::default()
+        } else {
+            self.receipts.receipts_for(user_id, &receipt_rooms, since, upto).await?
+        };
+        if let Some(s) = since {
+            for room_id in &receipt_rooms {
+                // What the query returned for a room is at or below `upto`; nothing more is there.
+                let found = receipts.contains_key(room_id).then_some(upto);
+                index.learned(Key::Receipts(room_id.clone()), s, found);
+            }
+        }
         for membership in &memberships {
             let room_id = &membership.room_id;
             let room_data: Vec<_> =
@@ -186,10 +217,11 @@ impl SyncService {
 
         // `upto`, not `next.pos`: a to-device backlog may have made this response cover less.
         let mut response = v3::Response::new(SyncToken { pos: upto, typing: next.typing }.to_string());
-        response.presence.events = self
-            .presence
-            .events_for(user_id, &joined_ids, since, upto)
-            .await?
+        let presence_events = match since {
+            Some(s) if !index.may_have_changed(&Key::Presence, s) => Vec::new(),
+            _ => self.presence.events_for(user_id, &joined_ids, since, upto).await?,
+        };
+        response.presence.events = presence_events
             .into_iter()
             .filter(|event| {
                 let kind = event["type"].as_str().unwrap_or_default();
@@ -214,7 +246,7 @@ impl SyncService {
             .collect::<Result<_>>()?;
         response.account_data = global;
         response.to_device = to_device;
-        e2ee::fill(&self.storage, &request.user, since, upto, &mut response).await?;
+        e2ee::fill(&self.storage, self.notifier.latest(), &request.user, since, upto, &mut response).await?;
         Ok(response)
     }
 }

@@ -141,19 +141,17 @@ impl PushStore for SqlitePush {
         Ok(())
     }
 
-    async fn unread(
-        &self,
-        user_id: &UserId,
-        room_id: &RoomId,
-        read_up_to: i64,
-    ) -> StorageResult<Vec<(String, UnreadCounts)>> {
+    async fn unread(&self, user_id: &UserId, room_id: &RoomId) -> StorageResult<Vec<(String, UnreadCounts)>> {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END) FROM event_push_actions \
-             WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 GROUP BY thread_id",
+             WHERE user_id = $1 AND room_id = $2 AND stream_pos > MAX( \
+               COALESCE((SELECT MAX(r.event_pos) FROM receipts r WHERE r.room_id = $2 AND r.user_id = $1 \
+                 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id IN ('', 'main')), 0), \
+               COALESCE((SELECT m.stream_pos FROM memberships m WHERE m.room_id = $2 AND m.user_id = $1), 0)) \
+             GROUP BY thread_id",
         )
         .bind(user_id.as_str())
         .bind(room_id.as_str())
-        .bind(read_up_to)
         .fetch_all(&self.0.reader)
         .await?;
         Ok(unread_from_rows(rows))
