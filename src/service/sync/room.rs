@@ -157,7 +157,12 @@ impl RoomBuilder<'_> {
         // The state groups are only needed when state is sent: skip their look-ups otherwise.
         let lazy = matches!(self.request.filter.room.state.lazy_load_options, LazyLoadOptions::Enabled { .. });
         let needs_state = full || limited || self.request.use_state_after;
-        let start_group = if needs_state || lazy { self.group_at(room_id, prev_batch.0).await? } else { None };
+        let start_group = match events.first() {
+            // A non-state event leaves the state as it found it: its group is the state before it.
+            Some(first) if !first.is_state() => Some(first.state_group),
+            _ if needs_state || lazy => self.group_at(room_id, prev_batch.0).await?,
+            _ => None,
+        };
         let since_group = match since {
             Some(s) if needs_state && !full => self.group_at(room_id, s).await?,
             _ => None,
@@ -175,9 +180,10 @@ impl RoomBuilder<'_> {
         } else {
             (Vec::new(), false)
         };
-        let state_events = self.lazy_filter(state_events, &events, start_group).await?;
+        // Judged before lazy loading adds the senders' member events, which are not changes.
         let membership_changed =
             events.iter().chain(state_events.iter()).any(|p| p.event_type == TimelineEventType::RoomMember);
+        let state_events = self.lazy_filter(state_events, &events, start_group).await?;
 
         let mut timeline = Timeline::new();
         timeline.limited = limited;

@@ -127,19 +127,24 @@ impl EventStore for PgEvents {
                 .execute(&mut *tx)
                 .await?;
         }
-        for action in ev.push_actions {
+        // One statement for every recipient: a message to a large room has many.
+        if !ev.push_actions.is_empty() {
+            let users: Vec<&str> = ev.push_actions.iter().map(|a| a.user_id.as_str()).collect();
+            let threads: Vec<&str> = ev.push_actions.iter().map(|a| a.thread_id.as_str()).collect();
+            let highlights: Vec<bool> = ev.push_actions.iter().map(|a| a.highlight).collect();
+            let actions: Vec<&str> = ev.push_actions.iter().map(|a| a.actions.as_str()).collect();
             sqlx::query(
                 "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_pos, thread_id, highlight, actions, ts) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 SELECT u, $2, $3, $4, t, h, a, $5 FROM UNNEST($1::text[], $6::text[], $7::bool[], $8::text[]) AS x(u, t, h, a)",
             )
-            .bind(action.user_id.as_str())
+            .bind(&users)
             .bind(ev.event_id.as_str())
             .bind(ev.room_id.as_str())
             .bind(ev.pos.get())
-            .bind(&action.thread_id)
-            .bind(action.highlight)
-            .bind(&action.actions)
             .bind(ev.origin_server_ts)
+            .bind(&threads)
+            .bind(&highlights)
+            .bind(&actions)
             .execute(&mut *tx)
             .await?;
         }

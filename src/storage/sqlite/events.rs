@@ -125,21 +125,23 @@ impl EventStore for SqliteEvents {
                 .execute(&mut *tx)
                 .await?;
         }
-        for action in ev.push_actions {
-            sqlx::query(
-                "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_pos, thread_id, highlight, actions, ts) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(action.user_id.as_str())
-            .bind(ev.event_id.as_str())
-            .bind(ev.room_id.as_str())
-            .bind(ev.pos.get())
-            .bind(&action.thread_id)
-            .bind(action.highlight)
-            .bind(&action.actions)
-            .bind(ev.origin_server_ts)
-            .execute(&mut *tx)
-            .await?;
+        // One statement per thousand recipients (SQLite caps bound variables): a message to a
+        // large room has many.
+        for chunk in ev.push_actions.chunks(1000) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO event_push_actions (user_id, event_id, room_id, stream_pos, thread_id, highlight, actions, ts) ",
+            );
+            insert.push_values(chunk, |mut row, action| {
+                row.push_bind(action.user_id.as_str())
+                    .push_bind(ev.event_id.as_str())
+                    .push_bind(ev.room_id.as_str())
+                    .push_bind(ev.pos.get())
+                    .push_bind(&action.thread_id)
+                    .push_bind(action.highlight)
+                    .push_bind(&action.actions)
+                    .push_bind(ev.origin_server_ts);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         for push in ev.push_queue {
             sqlx::query(
