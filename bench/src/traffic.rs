@@ -130,6 +130,8 @@ impl Traffic<'_> {
         while shared.opened.load(Ordering::Relaxed) < n_recv {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // A marker for scripts that measure the server while the polls wait (bench/presence.sh).
+        eprintln!("  all {n_recv} polls open");
         // Let the server take up every request: at least `settle`, and (with a PID) until it
         // holds a socket for (nearly) every poll, its socket count has stopped moving and it is
         // idle. A server that accepts slowly would otherwise get the burst while still
