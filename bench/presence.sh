@@ -38,7 +38,14 @@ level = "warn"
 TOML
 "$CARGO_TARGET_DIR/release/parley" --config "$DIR/parley.toml" serve 2>"$DIR/server.log" &
 PID=$!
-trap 'kill $PID 2>/dev/null; rm -rf "$DIR"' EXIT
+cleanup() {
+    kill $PID 2>/dev/null; wait $PID 2>/dev/null || true
+    rm -rf "$DIR"
+    if [ "$BACKEND" = postgres ]; then
+        psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS parley_presence_bench WITH (FORCE)" >/dev/null
+    fi
+}
+trap cleanup EXIT
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PORT/_matrix/client/versions" >/dev/null && break; sleep 0.2; done
 cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
