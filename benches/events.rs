@@ -9,67 +9,13 @@
 use std::{collections::HashMap, hint::black_box};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use parley::{service::rooms::pdu::Pdu, storage::events::StoredEvent};
 use parley_federation::{SigningKey, pdu::hash_and_sign};
 use ruma::{
-    CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
-    ServerName, UInt, UserId,
-    canonical_json::to_canonical_value,
-    events::{StateEventType, TimelineEventType},
-    room_version_rules::RoomVersionRules,
-    state_res,
+    CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, ServerName, canonical_json::to_canonical_value,
+    events::StateEventType, room_version_rules::RoomVersionRules, state_res,
 };
-use serde_json::{Value, json, value::RawValue};
-
-/// An event as state_res sees it.
-struct Ev {
-    event_id: OwnedEventId,
-    room_id: Option<OwnedRoomId>,
-    sender: OwnedUserId,
-    ts: MilliSecondsSinceUnixEpoch,
-    kind: TimelineEventType,
-    content: Box<RawValue>,
-    state_key: Option<String>,
-    prev: Vec<OwnedEventId>,
-    auth: Vec<OwnedEventId>,
-}
-
-impl state_res::Event for &Ev {
-    type Id = OwnedEventId;
-
-    fn event_id(&self) -> &Self::Id {
-        &self.event_id
-    }
-    fn room_id(&self) -> Option<&RoomId> {
-        self.room_id.as_deref()
-    }
-    fn sender(&self) -> &UserId {
-        &self.sender
-    }
-    fn origin_server_ts(&self) -> MilliSecondsSinceUnixEpoch {
-        self.ts
-    }
-    fn event_type(&self) -> &TimelineEventType {
-        &self.kind
-    }
-    fn content(&self) -> &RawValue {
-        &self.content
-    }
-    fn state_key(&self) -> Option<&str> {
-        self.state_key.as_deref()
-    }
-    fn prev_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
-        Box::new(self.prev.iter())
-    }
-    fn auth_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
-        Box::new(self.auth.iter())
-    }
-    fn redacts(&self) -> Option<&Self::Id> {
-        None
-    }
-    fn rejected(&self) -> bool {
-        false
-    }
-}
+use serde_json::{Value, json};
 
 /// A room version 12 room: create, the creator's join, power levels, join rules, history
 /// visibility, a name, and `members` more joins; then a message from the last member.
@@ -78,7 +24,8 @@ struct Room {
     key: SigningKey,
     server: &'static ServerName,
     room_id: Option<OwnedRoomId>,
-    events: HashMap<OwnedEventId, Ev>,
+    /// The events as Parley holds them: `Pdu`, which is what its auth check hands to state_res.
+    events: HashMap<OwnedEventId, Pdu>,
     /// (type, state_key) → event ID.
     state: HashMap<(String, String), OwnedEventId>,
     last: Option<OwnedEventId>,
@@ -144,21 +91,20 @@ impl Room {
 
     fn append(&mut self, kind: &str, sender: &str, state_key: Option<&str>, content: Value) -> OwnedEventId {
         let draft = self.draft(kind, sender, state_key, content);
-        let (_, id) = self.sign(&draft);
+        let (signed, id) = self.sign(&draft);
         if self.room_id.is_none() {
             self.room_id = Some(parley_federation::pdu::room_id_from_create(&id).unwrap());
         }
-        let ev = Ev {
+        let stored = StoredEvent {
+            stream_pos: i64::try_from(self.depth).unwrap(),
             event_id: id.clone(),
-            room_id: draft["room_id"].as_str().map(|r| r.try_into().unwrap()),
-            sender: sender.try_into().unwrap(),
-            ts: MilliSecondsSinceUnixEpoch(UInt::new(draft["origin_server_ts"].as_u64().unwrap()).unwrap()),
-            kind: kind.into(),
-            content: RawValue::from_string(draft["content"].to_string()).unwrap(),
-            state_key: state_key.map(str::to_owned),
-            prev: serde_json::from_value(draft["prev_events"].clone()).unwrap(),
-            auth: serde_json::from_value(draft["auth_events"].clone()).unwrap(),
+            room_id: self.room_id.clone().unwrap(),
+            state_group: 0,
+            json: serde_json::value::to_raw_value(&signed).unwrap(),
+            unsigned: None,
+            redacted_by: None,
         };
+        let ev = Pdu::from_stored(stored).unwrap();
         if let Some(state_key) = state_key {
             self.state.insert((kind.to_owned(), state_key.to_owned()), id.clone());
         }
@@ -201,11 +147,11 @@ impl Room {
     }
 
     /// Both rule sets, as Parley runs them before persisting an event.
-    fn authorize(&self, ev: &Ev) -> Result<(), String> {
+    fn authorize(&self, ev: &Pdu) -> Result<(), String> {
         let rules = &self.rules.authorization;
         let create = self.create_id();
         state_res::check_state_independent_auth_rules(rules, ev, |id: &EventId| {
-            (ev.auth.iter().any(|a| a == id) || id == create).then(|| self.events.get(id)).flatten()
+            (ev.auth_events.iter().any(|a| a == id) || id == create).then(|| self.events.get(id)).flatten()
         })?;
         state_res::check_state_dependent_auth_rules(rules, ev, |kind: &StateEventType, key: &str| {
             self.state.get(&(kind.to_string(), key.to_owned())).and_then(|id| self.events.get(id))
