@@ -47,9 +47,11 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         .foreign_keys(true)
         // Reads through a memory map instead of a read() per page: every write invalidates the
         // other connections' page caches, so readers fetch pages often (measured: half of a
-        // busy server's CPU went to those copies and their system calls). Mapped pages count
-        // in the process's RSS, so the map covers the hot first 64 MiB only; beyond it SQLite
-        // reads as usual (a 1 GiB map showed as 757 MiB peak RSS in the group benchmark).
+        // busy server's CPU went to those copies and their system calls). Linux counts a
+        // mapped page in RSS once per mapping, and each connection maps the file, so the map
+        // covers the first 64 MiB only: that bounds the (shared, reclaimable) page-cache share
+        // of RSS at connections x 64 MiB; beyond it SQLite reads as usual. See
+        // docs/benchmarks.md, "Peak RSS".
         .pragma("mmap_size", "67108864");
     let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
     MIGRATOR.run(&writer).await?;
