@@ -143,7 +143,7 @@ impl AccountService {
         if self.storage.users.get(user_id).await?.is_none() {
             return Err(Error::not_found("No such user"));
         }
-        self.rooms.leave_all(user_id).await?;
+        self.rooms.timeline.leave_all(user_id).await?;
         let pos = self.device_lists.position_for(&[user_id]).await?;
         if !self.storage.users.deactivate(user_id, &pos).await? {
             return Err(Error::not_found("No such user"));
@@ -173,7 +173,7 @@ impl AccountService {
         self.storage.users.set_profile_field(user_id, field, value.as_ref()).await?;
         if field == "displayname" || field == "avatar_url" {
             // Clients render names from member events, so every joined room gets a new one.
-            self.rooms.propagate_profile(user_id, &profile).await?;
+            self.rooms.timeline.propagate_profile(user_id, &profile).await?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod backup;
+pub mod cache;
 pub mod devices;
 pub mod ephemeral;
 pub mod filter;
@@ -43,6 +44,7 @@ pub struct Services {
     pub account_data: Arc<account_data::AccountDataService>,
     pub rate_limiter: ratelimit::RateLimiter,
     pub rooms: Arc<rooms::Rooms>,
+    pub server_keys: Arc<server_keys::ServerKeys>,
     pub notifier: Arc<notifier::Notifier>,
     pub sync: sync::SyncService,
     pub typing: Arc<ephemeral::typing::TypingService>,
@@ -62,19 +64,20 @@ impl Services {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Self>> {
         let stream = StreamAllocator::new(storage.max_stream_pos().await?);
-        let key = Arc::new(server_keys::load_or_create(&storage).await?);
+        let server_keys = Arc::new(server_keys::ServerKeys::load(config.server_name.clone(), storage.clone()).await?);
         let notifier = Arc::new(notifier::Notifier::default());
         // After a restart nothing is known about what was written before: global streams may
         // have changed up to the current position.
         notifier.latest().note(latest::Key::DeviceLists, stream.watermark());
         notifier.latest().note(latest::Key::Presence, stream.watermark());
-        let rooms = Arc::new(rooms::Rooms::new(
-            Arc::clone(&config),
-            storage.clone(),
-            Arc::clone(&stream),
-            key,
-            Arc::clone(&notifier),
-        ));
+        let rooms = Arc::new(rooms::Rooms::new(rooms::RoomsParts {
+            config: Arc::clone(&config),
+            storage: storage.clone(),
+            stream: Arc::clone(&stream),
+            lowest_pos: storage.events.stream_bounds().await?.1,
+            keys: Arc::clone(&server_keys),
+            notifier: Arc::clone(&notifier),
+        }));
         let device_lists =
             Arc::new(keys::DeviceLists::new(storage.clone(), Arc::clone(&stream), Arc::clone(&notifier)));
         let accounts = Arc::new(accounts::AccountService::new(
@@ -89,7 +92,7 @@ impl Services {
             Arc::clone(&notifier),
         ));
         let push = push::PushService::new(Arc::clone(&config), storage.clone(), Arc::clone(&rooms));
-        rooms.set_push_evaluator(Arc::new(push::PushHook {
+        rooms.timeline.set_push_evaluator(Arc::new(push::PushHook {
             push: Arc::clone(&push),
             account_data: Arc::clone(&account_data),
         }));
@@ -142,6 +145,7 @@ impl Services {
             push,
             gateway,
             rooms,
+            server_keys,
             notifier,
             stream,
             storage,

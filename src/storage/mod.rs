@@ -15,6 +15,7 @@ pub mod push;
 pub mod receipts;
 pub mod registration;
 pub mod rooms;
+pub mod server_keys;
 pub mod state;
 pub mod stream;
 pub mod to_device;
@@ -31,7 +32,10 @@ pub use self::{
     account_data::{AccountDataEntry, AccountDataStore},
     backup::BackupStore,
     devices::{Device, DeviceStore, TokenOwner},
-    events::{Direction, EventStore, NewRoom, PersistEvent, StateChange, StoredEvent, TxnRef},
+    events::{
+        Direction, EventStore, GroupRef, HeadUpdate, NewGroup, NewRoom, PersistEvent, Placement, StoredEvent, TopoFrom,
+        TopoPoint, TxnRef,
+    },
     keys::KeyStore,
     registration::{RegistrationStore, RegistrationToken, UiaaSession},
     rooms::{RoomInfo, RoomStore},
@@ -73,6 +77,7 @@ pub struct Storage {
     pub rooms: Arc<dyn RoomStore>,
     pub events: Arc<dyn EventStore>,
     pub state: Arc<dyn StateStore>,
+    pub server_keys: Arc<dyn server_keys::ServerKeyStore>,
     pub filters: Arc<dyn filters::FilterStore>,
     pub receipts: Arc<dyn receipts::ReceiptStore>,
     pub presence: Arc<dyn receipts::PresenceStore>,
@@ -105,7 +110,7 @@ impl Storage {
     pub async fn max_stream_pos(&self) -> StorageResult<i64> {
         let positions = [
             self.account_data.max_stream_pos().await?,
-            self.events.max_stream_pos().await?,
+            self.events.stream_bounds().await?.0,
             self.receipts.max_stream_pos().await?,
             self.presence.max_stream_pos().await?,
             self.keys.max_stream_pos().await?,

@@ -15,8 +15,8 @@ pub struct RoomHeadRow {
     pub room_version: String,
     /// The forward extremities with their depths.
     pub extremities: Vec<(OwnedEventId, i64)>,
-    /// The state group after the latest event, and its delta chain length.
-    pub state_group: i64,
+    /// The state group of the current state, and its delta chain length.
+    pub current_group: i64,
     pub chain_len: i32,
 }
 
@@ -34,6 +34,9 @@ pub struct Membership {
 pub trait StateStore: Send + Sync {
     /// The full state in a group, resolving its delta chain.
     async fn group_state(&self, group: i64) -> StorageResult<Vec<StateEntry>>;
+
+    /// How many deltas lie between the group and its snapshot.
+    async fn group_chain_len(&self, group: i64) -> StorageResult<i32>;
 
     /// One state entry in a group.
     async fn group_lookup(&self, group: i64, event_type: &str, state_key: &str) -> StorageResult<Option<OwnedEventId>>;

@@ -65,7 +65,7 @@ async fn set_room(
 ) -> RumaResult<set_room_account_data::v3::Response> {
     own_data(&req.auth, &req.body.user_id)?;
     // Per-room data belongs to rooms the user knows: a member, or one who was.
-    if services.rooms.membership(&req.body.room_id, &req.auth.user_id).await?.is_none() {
+    if services.rooms.members.membership(&req.body.room_id, &req.auth.user_id).await?.is_none() {
         return Err(Error::forbidden("You have never been in this room"));
     }
     let room_id = Some(&*req.body.room_id);

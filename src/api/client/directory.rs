@@ -43,7 +43,7 @@ async fn put_alias(
     State(services): State<Arc<Services>>,
     req: Ruma<create_alias::v3::Request>,
 ) -> RumaResult<create_alias::v3::Response> {
-    services.rooms.create_alias(&req.body.room_alias, &req.body.room_id, &req.auth.user_id).await?;
+    services.rooms.directory.create_alias(&req.body.room_alias, &req.body.room_id, &req.auth.user_id).await?;
     Ok(create_alias::v3::Response::new().into())
 }
 
@@ -53,7 +53,7 @@ async fn get_alias_handler(
     State(services): State<Arc<Services>>,
     req: Ruma<get_alias::v3::Request>,
 ) -> RumaResult<get_alias::v3::Response> {
-    let room_id = services.rooms.resolve_alias(&req.body.room_alias).await?;
+    let room_id = services.rooms.directory.resolve_alias(&req.body.room_alias).await?;
     Ok(get_alias::v3::Response::new(room_id, vec![services.config.server_name.clone()]).into())
 }
 
@@ -63,7 +63,7 @@ async fn delete_alias_handler(
     State(services): State<Arc<Services>>,
     req: Ruma<delete_alias::v3::Request>,
 ) -> RumaResult<delete_alias::v3::Response> {
-    services.rooms.delete_alias(&req.body.room_alias, &req.auth.user_id).await?;
+    services.rooms.directory.delete_alias(&req.body.room_alias, &req.auth.user_id).await?;
     Ok(delete_alias::v3::Response::new().into())
 }
 
@@ -74,7 +74,7 @@ async fn public_rooms(
     req: Ruma<get_public_rooms::v3::Request>,
 ) -> RumaResult<get_public_rooms::v3::Response> {
     check_local(&services, req.body.server.as_deref())?;
-    let rooms = services.rooms.public_rooms(None).await?;
+    let rooms = services.rooms.directory.public_rooms(None).await?;
     let (chunk, next_batch, prev_batch, total) = paginate(rooms, req.body.limit, req.body.since.as_deref())?;
     let mut response = get_public_rooms::v3::Response::new(chunk);
     (response.next_batch, response.prev_batch, response.total_room_count_estimate) = (next_batch, prev_batch, total);
@@ -89,7 +89,7 @@ async fn public_rooms_filtered(
 ) -> RumaResult<get_public_rooms_filtered::v3::Response> {
     check_local(&services, req.body.server.as_deref())?;
     let filter = &req.body.filter;
-    let mut rooms = services.rooms.public_rooms(filter.generic_search_term.as_deref()).await?;
+    let mut rooms = services.rooms.directory.public_rooms(filter.generic_search_term.as_deref()).await?;
     if !filter.room_types.is_empty() {
         rooms.retain(|room| {
             filter.room_types.iter().any(|wanted| match wanted {
@@ -111,7 +111,7 @@ async fn get_visibility(
     State(services): State<Arc<Services>>,
     req: Ruma<get_room_visibility::v3::Request>,
 ) -> RumaResult<get_room_visibility::v3::Response> {
-    let public = services.rooms.is_published(&req.body.room_id).await?;
+    let public = services.rooms.directory.is_published(&req.body.room_id).await?;
     let visibility = if public { Visibility::Public } else { Visibility::Private };
     Ok(get_room_visibility::v3::Response::new(visibility).into())
 }
@@ -127,7 +127,7 @@ async fn set_visibility(
         Visibility::Private => false,
         _ => return Err(Error::invalid_param("visibility must be public or private")),
     };
-    services.rooms.set_published(&req.body.room_id, &req.auth.user_id, public).await?;
+    services.rooms.directory.set_published(&req.body.room_id, &req.auth.user_id, public).await?;
     Ok(set_room_visibility::v3::Response::new().into())
 }
 

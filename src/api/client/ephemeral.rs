@@ -78,7 +78,7 @@ async fn typing(
     if body.user_id != req.auth.user_id {
         return Err(Error::forbidden("You may only set your own typing state"));
     }
-    if !services.rooms.is_joined(&body.room_id, &body.user_id).await? {
+    if !services.rooms.members.is_joined(&body.room_id, &body.user_id).await? {
         return Err(Error::forbidden("You are not in this room"));
     }
     let timeout = match &body.state {

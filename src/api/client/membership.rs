@@ -24,7 +24,7 @@ use crate::{
         router::RumaRouter as _,
     },
     error::{Error, Result},
-    service::{Services, rooms::membership::MembershipChange, rooms::read::StreamToken},
+    service::{Services, rooms::read::PageToken, rooms::timeline::membership::MembershipChange},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -58,14 +58,14 @@ async fn change(
         _ => Vec::new(),
     };
     let change = MembershipChange { room_id, sender, target, membership, reason, extra };
-    services.rooms.change_membership(change, &profile).await?;
+    services.rooms.timeline.change_membership(change, &profile).await?;
     Ok(())
 }
 
 async fn resolve_room(services: &Services, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
     match <&RoomId>::try_from(room) {
         Ok(room_id) => Ok(room_id.to_owned()),
-        Err(alias) => services.rooms.resolve_alias(alias).await,
+        Err(alias) => services.rooms.directory.resolve_alias(alias).await,
     }
 }
 
@@ -121,7 +121,7 @@ async fn leave(
     req: Ruma<leave_room::v3::Request>,
 ) -> RumaResult<leave_room::v3::Response> {
     let user = &req.auth.user_id;
-    if services.rooms.membership(&req.body.room_id, user).await?.is_none_or(|m| m.membership == "leave") {
+    if services.rooms.members.membership(&req.body.room_id, user).await?.is_none_or(|m| m.membership == "leave") {
         return Err(Error::forbidden("You are not in this room"));
     }
     change(&services, &req.body.room_id, user, user, "leave", req.body.reason.as_deref(), Map::new()).await?;
@@ -137,6 +137,7 @@ async fn kick(
     let target = &req.body.user_id;
     if !services
         .rooms
+        .members
         .membership(&req.body.room_id, target)
         .await?
         .is_some_and(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
@@ -174,7 +175,7 @@ async fn unban(
     req: Ruma<unban_user::v3::Request>,
 ) -> RumaResult<unban_user::v3::Response> {
     let target = &req.body.user_id;
-    if services.rooms.membership(&req.body.room_id, target).await?.is_none_or(|m| m.membership != "ban") {
+    if services.rooms.members.membership(&req.body.room_id, target).await?.is_none_or(|m| m.membership != "ban") {
         return Err(Error::forbidden("The user is not banned"));
     }
     change(&services, &req.body.room_id, &req.auth.user_id, target, "leave", req.body.reason.as_deref(), Map::new())
@@ -200,7 +201,7 @@ async fn forget(
     State(services): State<Arc<Services>>,
     req: Ruma<forget_room::v3::Request>,
 ) -> RumaResult<forget_room::v3::Response> {
-    services.rooms.forget(&req.body.room_id, &req.auth.user_id).await?;
+    services.rooms.members.forget(&req.body.room_id, &req.auth.user_id).await?;
     Ok(forget_room::v3::Response::new().into())
 }
 
@@ -210,7 +211,7 @@ async fn joined(
     State(services): State<Arc<Services>>,
     req: Ruma<joined_rooms::v3::Request>,
 ) -> RumaResult<joined_rooms::v3::Response> {
-    let rooms = services.rooms.user_rooms(&req.auth.user_id, &["join"]).await?;
+    let rooms = services.rooms.members.user_rooms(&req.auth.user_id, &["join"]).await?;
     Ok(joined_rooms::v3::Response::new(rooms.into_iter().map(|m| m.room_id).collect()).into())
 }
 
@@ -224,8 +225,8 @@ async fn members(
     req: Ruma<get_member_events::v3::Request>,
 ) -> RumaResult<get_member_events::v3::Response> {
     let room_id = &req.body.room_id;
-    let at = req.body.at.as_deref().map(str::parse::<StreamToken>).transpose()?;
-    let state = services.rooms.readable_state(room_id, &req.auth.user_id, at).await?;
+    let at = req.body.at.as_deref().map(str::parse::<PageToken>).transpose()?;
+    let state = services.rooms.read.readable_state(room_id, &req.auth.user_id, at).await?;
     // Either filter alone includes or excludes one membership; given together, "the two
     // parameters create an 'or' condition: either the membership *is* the same as
     // `membership` **or** *is not* the same as `not_membership`" (spec).
@@ -241,7 +242,7 @@ async fn members(
         .filter(|pdu| pdu.membership().is_some_and(|m| wanted(&m)))
         .collect();
     let chunk =
-        services.rooms.client_events(req.auth.viewer(), &members).await?.into_iter().map(Raw::from_json).collect();
+        services.rooms.read.client_events(req.auth.viewer(), &members).await?.into_iter().map(Raw::from_json).collect();
     Ok(get_member_events::v3::Response::new(chunk).into())
 }
 
@@ -252,7 +253,7 @@ async fn joined_members_list(
     req: Ruma<joined_members::v3::Request>,
 ) -> RumaResult<joined_members::v3::Response> {
     let room_id = &req.body.room_id;
-    if !services.rooms.is_joined(room_id, &req.auth.user_id).await? {
+    if !services.rooms.members.is_joined(room_id, &req.auth.user_id).await? {
         return Err(Error::forbidden("You are not in this room"));
     }
     #[derive(serde::Deserialize)]
@@ -261,7 +262,7 @@ async fn joined_members_list(
         avatar_url: Option<ruma::OwnedMxcUri>,
     }
     let mut joined = std::collections::BTreeMap::new();
-    for pdu in services.rooms.current_state(room_id).await? {
+    for pdu in services.rooms.state.current_state(room_id).await? {
         if pdu.membership().as_deref() != Some("join") {
             continue;
         }

@@ -26,7 +26,7 @@ use crate::{
     error::{Error, Result},
     service::{
         Services,
-        rooms::read::{MAX_PAGE, PageRequest, StreamToken},
+        rooms::read::{MAX_PAGE, PageRequest, PageToken, StreamToken},
     },
     storage::Direction,
 };
@@ -58,6 +58,7 @@ async fn send(
     let content = json_object(req.body.body.json())?;
     let pdu = services
         .rooms
+        .timeline
         .send_message(
             &req.body.room_id,
             &req.auth.user_id,
@@ -81,6 +82,7 @@ async fn redact(
     let body = &req.body;
     let pdu = services
         .rooms
+        .timeline
         .redact(
             &body.room_id,
             &req.auth.user_id,
@@ -101,28 +103,35 @@ async fn messages(
 ) -> RumaResult<get_message_events::v3::Response> {
     let body = &req.body;
     let user = &req.auth.user_id;
-    services.rooms.check_can_read(&body.room_id, user).await?;
+    services.rooms.read.check_can_read(&body.room_id, user).await?;
     let dir = direction(body.dir);
-    let from = match &body.from {
+    let from: PageToken = match &body.from {
         Some(token) => token.parse()?,
-        None if dir == Direction::Backward => services.rooms.current_token(),
-        None => StreamToken(0),
+        None if dir == Direction::Backward => services.rooms.read.current_token().into(),
+        None => StreamToken(0).into(),
     };
-    let to = body.to.as_deref().map(str::parse).transpose()?;
+    let to = body.to.as_deref().map(str::parse::<PageToken>).transpose()?;
     let limit = u32::try_from(u64::from(body.limit)).unwrap_or(MAX_PAGE);
-    let page = services.rooms.paginate(user, &body.room_id, PageRequest { from, to, dir, limit }, &body.filter).await?;
+    let page =
+        services.rooms.read.paginate(user, &body.room_id, PageRequest { from, to, dir, limit }, &body.filter).await?;
     let senders: BTreeSet<_> = page.events.iter().map(|p| p.sender.clone()).collect();
     let state = match page.events.last() {
-        Some(last) => services.rooms.lazy_members(last, senders, &body.filter).await?,
+        Some(last) => services.rooms.read.lazy_members(last, senders, &body.filter).await?,
         None => Vec::new(),
     };
     let mut response = get_message_events::v3::Response::new();
     response.start = from.to_string();
     response.end = page.end.map(|t| t.to_string());
-    response.chunk =
-        services.rooms.client_events(req.auth.viewer(), &page.events).await?.into_iter().map(Raw::from_json).collect();
+    response.chunk = services
+        .rooms
+        .read
+        .client_events(req.auth.viewer(), &page.events)
+        .await?
+        .into_iter()
+        .map(Raw::from_json)
+        .collect();
     response.state =
-        services.rooms.client_events(req.auth.viewer(), &state).await?.into_iter().map(Raw::from_json).collect();
+        services.rooms.read.client_events(req.auth.viewer(), &state).await?.into_iter().map(Raw::from_json).collect();
     Ok(response.into())
 }
 
@@ -134,32 +143,25 @@ async fn context(
 ) -> RumaResult<get_context::v3::Response> {
     let body = &req.body;
     let user = &req.auth.user_id;
-    services.rooms.check_can_read(&body.room_id, user).await?;
-    let event = services
-        .rooms
-        .pdu(&body.event_id)
-        .await?
-        .filter(|p| p.room_id == body.room_id)
-        .ok_or_else(|| Error::not_found("Event not found"))?;
-    if !services.rooms.can_see(user, &event).await? {
-        return Err(Error::not_found("Event not found"));
-    }
+    services.rooms.read.check_can_read(&body.room_id, user).await?;
+    let event = services.rooms.read.visible_event(user, &body.room_id, &body.event_id).await?;
     let limit = u32::try_from(u64::from(body.limit)).unwrap_or(MAX_PAGE).min(MAX_PAGE);
     let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
+    // The events around it in the room's topological order, the order /messages reads in.
     let mut before = Vec::new();
-    let mut start = StreamToken(event.stream_pos - 1);
+    let mut start = PageToken::before(event.topo_point());
     if before_limit > 0 {
         let request = PageRequest { from: start, to: None, dir: Direction::Backward, limit: before_limit };
-        let page = services.rooms.paginate(user, &body.room_id, request, &body.filter).await?;
-        start = page.end.unwrap_or(StreamToken(page.events.last().map_or(start.0, |p| p.stream_pos - 1)));
+        let page = services.rooms.read.paginate(user, &body.room_id, request, &body.filter).await?;
+        start = page.end.unwrap_or_else(|| page.events.last().map_or(start, |p| PageToken::before(p.topo_point())));
         before = page.events;
     }
     let mut after = Vec::new();
-    let mut end = StreamToken(event.stream_pos);
+    let mut end = PageToken::after(event.topo_point());
     if after_limit > 0 {
         let request = PageRequest { from: end, to: None, dir: Direction::Forward, limit: after_limit };
-        let page = services.rooms.paginate(user, &body.room_id, request, &body.filter).await?;
-        end = page.end.unwrap_or(StreamToken(page.events.last().map_or(end.0, |p| p.stream_pos)));
+        let page = services.rooms.read.paginate(user, &body.room_id, request, &body.filter).await?;
+        end = page.end.unwrap_or_else(|| page.events.last().map_or(end, |p| PageToken::after(p.topo_point())));
         after = page.events;
     }
     // The state at the last event returned, lazily limited to the senders shown if asked.
@@ -167,9 +169,12 @@ async fn context(
     let state = if matches!(body.filter.lazy_load_options, ruma::api::client::filter::LazyLoadOptions::Enabled { .. }) {
         let senders =
             before.iter().chain(after.iter()).chain(std::iter::once(&event)).map(|p| p.sender.clone()).collect();
-        services.rooms.lazy_members(last, senders, &body.filter).await?
+        services.rooms.read.lazy_members(last, senders, &body.filter).await?
     } else {
-        services.rooms.group_state(last.state_group).await?
+        match last.group() {
+            Some(group) => services.rooms.state.group_state(group).await?,
+            None => Vec::new(),
+        }
     };
     let viewer = req.auth.viewer();
     fn convert<T>(events: Vec<Box<serde_json::value::RawValue>>) -> Vec<Raw<T>> {
@@ -178,10 +183,10 @@ async fn context(
     let mut response = get_context::v3::Response::new();
     response.start = Some(start.to_string());
     response.end = Some(end.to_string());
-    response.events_before = convert(services.rooms.client_events(viewer, &before).await?);
-    response.event = Some(Raw::from_json(services.rooms.client_event(viewer, &event).await?));
-    response.events_after = convert(services.rooms.client_events(viewer, &after).await?);
-    response.state = convert(services.rooms.client_events(viewer, &state).await?);
+    response.events_before = convert(services.rooms.read.client_events(viewer, &before).await?);
+    response.event = Some(Raw::from_json(services.rooms.read.client_event(viewer, &event).await?));
+    response.events_after = convert(services.rooms.read.client_events(viewer, &after).await?);
+    response.state = convert(services.rooms.read.client_events(viewer, &state).await?);
     Ok(response.into())
 }
 
@@ -193,17 +198,9 @@ async fn event(
 ) -> RumaResult<get_room_event::v3::Response> {
     let user = &req.auth.user_id;
     let not_found = || Error::not_found("Event not found");
-    services.rooms.check_can_read(&req.body.room_id, user).await.map_err(|_| not_found())?;
-    let pdu = services
-        .rooms
-        .pdu(&req.body.event_id)
-        .await?
-        .filter(|p| p.room_id == req.body.room_id)
-        .ok_or_else(not_found)?;
-    if !services.rooms.can_see(user, &pdu).await? {
-        return Err(not_found());
-    }
-    let event = services.rooms.client_event(req.auth.viewer(), &pdu).await?;
+    services.rooms.read.check_can_read(&req.body.room_id, user).await.map_err(|_| not_found())?;
+    let pdu = services.rooms.read.visible_event(user, &req.body.room_id, &req.body.event_id).await?;
+    let event = services.rooms.read.client_event(req.auth.viewer(), &pdu).await?;
     Ok(get_room_event::v3::Response::new(Raw::from_json(event)).into())
 }
 
@@ -215,9 +212,9 @@ async fn timestamp_to_event(
 ) -> RumaResult<get_event_by_timestamp::v1::Response> {
     let body = &req.body;
     let user = &req.auth.user_id;
-    services.rooms.check_can_read(&body.room_id, user).await?;
+    services.rooms.read.check_can_read(&body.room_id, user).await?;
     let ts = i64::from(body.ts.get());
-    let found = services.rooms.event_near_ts(user, &body.room_id, ts, direction(body.dir)).await?;
+    let found = services.rooms.read.event_near_ts(user, &body.room_id, ts, direction(body.dir)).await?;
     let pdu = found.ok_or_else(|| Error::not_found("No event found in that direction"))?;
     let origin_server_ts =
         MilliSecondsSinceUnixEpoch(UInt::try_from(u64::from(pdu.origin_server_ts.get())).unwrap_or_default());

@@ -217,8 +217,8 @@ async fn notifications(
     let mut list = Vec::with_capacity(rows.len());
     for (row, read) in rows {
         let Ok(event_id) = ruma::OwnedEventId::try_from(row.event_id.as_str()) else { continue };
-        let Some(pdu) = services.rooms.pdu(&event_id).await? else { continue };
-        let event = services.rooms.client_event(viewer, &pdu).await?;
+        let Some(pdu) = services.rooms.events.pdu(&event_id).await? else { continue };
+        let event = services.rooms.read.client_event(viewer, &pdu).await?;
         let actions = serde_json::from_str(&row.actions)?;
         let ts = MilliSecondsSinceUnixEpoch(UInt::try_from(row.ts).unwrap_or_default());
         list.push(get_notifications::v3::Notification::new(actions, Raw::from_json(event), read, row.room_id, ts));

@@ -20,7 +20,7 @@ use crate::{
     error::{Error, Result},
     service::{
         Services,
-        rooms::create::{NewRoomRequest, Preset},
+        rooms::timeline::create::{NewRoomRequest, Preset},
     },
 };
 
@@ -87,6 +87,7 @@ async fn create(
     let profile = services.accounts.profile(creator).await.unwrap_or_default();
     let room_id = services
         .rooms
+        .timeline
         .create_room(NewRoomRequest {
             creator,
             profile: &profile,
@@ -113,13 +114,14 @@ async fn room_aliases(
     req: Ruma<aliases::v3::Request>,
 ) -> RumaResult<aliases::v3::Response> {
     let room_id = &req.body.room_id;
-    if !services.rooms.is_joined(room_id, &req.auth.user_id).await?
-        && !services.rooms.is_world_readable(room_id).await?
+    if !services.rooms.members.is_joined(room_id, &req.auth.user_id).await?
+        && !services.rooms.read.is_world_readable(room_id).await?
     {
         return Err(Error::forbidden("You are not in this room"));
     }
     let aliases = services
         .rooms
+        .directory
         .room_aliases(room_id)
         .await?
         .into_iter()

@@ -30,8 +30,8 @@ async fn get_all(
     State(services): State<Arc<Services>>,
     req: Ruma<get_state_events::v3::Request>,
 ) -> RumaResult<get_state_events::v3::Response> {
-    let state = services.rooms.readable_state(&req.body.room_id, &req.auth.user_id, None).await?;
-    let events = services.rooms.client_events(req.auth.viewer(), &state).await?;
+    let state = services.rooms.read.readable_state(&req.body.room_id, &req.auth.user_id, None).await?;
+    let events = services.rooms.read.client_events(req.auth.viewer(), &state).await?;
     Ok(get_state_events::v3::Response::new(events.into_iter().map(Raw::from_json).collect()).into())
 }
 
@@ -43,13 +43,13 @@ async fn get_one(
 ) -> RumaResult<get_state_event_for_key::v3::Response> {
     let body = &req.body;
     let event_type = body.event_type.to_string();
-    let state = services.rooms.readable_state(&body.room_id, &req.auth.user_id, None).await?;
+    let state = services.rooms.read.readable_state(&body.room_id, &req.auth.user_id, None).await?;
     let pdu = state
         .into_iter()
         .find(|p| p.event_type.to_string() == event_type && p.state_key.as_deref() == Some(body.state_key.as_str()))
         .ok_or_else(|| Error::not_found("State event not found"))?;
     let body = match body.format {
-        StateEventFormat::Event => services.rooms.client_event(req.auth.viewer(), &pdu).await?,
+        StateEventFormat::Event => services.rooms.read.client_event(req.auth.viewer(), &pdu).await?,
         _ => pdu.content.clone(),
     };
     Ok(get_state_event_for_key::v3::Response::new(body).into())
@@ -68,6 +68,7 @@ async fn send(
     };
     let pdu = services
         .rooms
+        .timeline
         .send_state(&body.room_id, &req.auth.user_id, &body.event_type.to_string(), &body.state_key, content)
         .await?;
     Ok(send_state_event::v3::Response::new(pdu.event_id.clone()).into())

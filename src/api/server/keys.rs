@@ -28,7 +28,7 @@ async fn server_keys(
     _: Ruma<get_server_keys::v2::Request>,
 ) -> RumaResult<get_server_keys::v2::Response> {
     let keys = services
-        .rooms
+        .server_keys
         .signing_key()
         .server_keys(&services.config.server_name, MilliSecondsSinceUnixEpoch::now(), KEY_VALIDITY)
         .map_err(|e| Error::internal(e.to_string()))?;

@@ -226,7 +226,7 @@ impl PresenceService {
         }
         let mut visible = HashSet::from([viewer.to_owned()]);
         for room_id in joined_rooms {
-            visible.extend(self.rooms.audience_of(room_id).await?.iter().cloned());
+            visible.extend(self.rooms.members.audience_of(room_id).await?.iter().cloned());
         }
         let rows = self.storage.presence.changed_since(after.unwrap_or(0), up_to).await?;
         Ok(rows
@@ -250,7 +250,7 @@ impl PresenceService {
     pub async fn sharing_rooms_with(&self, user_id: &UserId) -> Result<HashSet<OwnedUserId>> {
         let mut users = HashSet::from([user_id.to_owned()]);
         for room in self.storage.state.user_rooms(user_id, &["join"]).await? {
-            users.extend(self.rooms.audience_of(&room.room_id).await?.iter().cloned());
+            users.extend(self.rooms.members.audience_of(&room.room_id).await?.iter().cloned());
         }
         Ok(users)
     }

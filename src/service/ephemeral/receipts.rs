@@ -39,16 +39,17 @@ impl ReceiptService {
         event_id: &EventId,
         thread_id: Option<&str>,
     ) -> Result<()> {
-        if !self.rooms.is_joined(room_id, user_id).await? {
+        if !self.rooms.members.is_joined(room_id, user_id).await? {
             return Err(Error::forbidden("You are not in this room"));
         }
         let event = self
             .rooms
+            .events
             .pdu(event_id)
             .await?
             .filter(|p| p.room_id == room_id)
             .ok_or_else(|| Error::not_found("Event not found in this room"))?;
-        if !self.rooms.can_see(user_id, &event).await? {
+        if !self.rooms.read.can_see(user_id, &event).await? {
             return Err(Error::not_found("Event not found in this room"));
         }
         if receipt_type == FULLY_READ {
@@ -73,7 +74,7 @@ impl ReceiptService {
         if self.storage.receipts.put(&receipt, &pos).await? {
             let notifier = Arc::clone(&self.notifier);
             let audience: Vec<_> = if receipt_type == READ {
-                self.rooms.audience_of(room_id).await?.iter().cloned().collect()
+                self.rooms.members.audience_of(room_id).await?.iter().cloned().collect()
             } else {
                 vec![user_id.to_owned()]
             };

@@ -96,7 +96,7 @@ impl TypingService {
     }
 
     async fn wake(&self, room_id: &RoomId) {
-        match self.rooms.audience_of(room_id).await {
+        match self.rooms.members.audience_of(room_id).await {
             Ok(users) => self.notifier.notify_users(users.iter().map(|u| &**u)),
             Err(e) => tracing::warn!(%room_id, error = %e, "could not wake syncs for typing"),
         }

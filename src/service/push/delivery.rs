@@ -180,7 +180,7 @@ impl PushService {
             return Ok(notification);
         }
         let event = match &notification.event_id {
-            Some(event_id) => self.rooms.pdu(event_id).await?,
+            Some(event_id) => self.rooms.events.pdu(event_id).await?,
             None => None,
         };
         if let Some(event) = event {
@@ -191,13 +191,14 @@ impl PushService {
                 && event.state_key.as_deref() == Some(push.user_id.as_str());
             notification.sender_display_name = self.sender_name(&push.room_id, &event.sender).await?;
         }
-        let name: Option<JsonValue> = self.rooms.state_content(&push.room_id, "m.room.name", "").await?;
+        let name: Option<JsonValue> = self.rooms.state.state_content(&push.room_id, "m.room.name", "").await?;
         notification.room_name = name.and_then(|n| n["name"].as_str().map(str::to_owned));
         Ok(notification)
     }
 
     async fn sender_name(&self, room_id: &ruma::RoomId, sender: &OwnedUserId) -> Result<Option<String>> {
-        let member: Option<JsonValue> = self.rooms.state_content(room_id, "m.room.member", sender.as_str()).await?;
+        let member: Option<JsonValue> =
+            self.rooms.state.state_content(room_id, "m.room.member", sender.as_str()).await?;
         Ok(member.and_then(|m| m["displayname"].as_str().map(str::to_owned)))
     }
 }

@@ -46,7 +46,7 @@ impl PushService {
             object.remove("unsigned");
         }
         let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(serde_json::value::to_raw_value(&event)?);
-        let power_levels: PushConditionPowerLevelsCtx = self.rooms.power_levels(&head.room_id).await?.into();
+        let power_levels: PushConditionPowerLevelsCtx = self.rooms.state.power_levels(&head.room_id).await?.into();
         let thread_id = thread_of(&event);
 
         let mut outcome = PushOutcome::default();
@@ -86,6 +86,7 @@ impl PushService {
         let name = match head.state_event("m.room.member", user_id.as_str()) {
             Some(id) => self
                 .rooms
+                .events
                 .pdu(id)
                 .await?
                 .and_then(|pdu| pdu.content_as::<JsonValue>())

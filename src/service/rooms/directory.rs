@@ -1,13 +1,26 @@
 //! Room aliases and the public room directory.
+//!
+//! Owns no cache: aliases and listings are read from storage, room details from the state.
+
+use std::sync::Arc;
 
 use ruma::{OwnedRoomId, RoomAliasId, RoomId, UserId};
 use serde_json::Value as JsonValue;
 
-use super::Rooms;
+use super::{members::Members, state::RoomState};
 use crate::{
+    config::Config,
     error::{Error, Result},
     service::now_ms,
+    storage::Storage,
 };
+
+pub struct Directory {
+    config: Arc<Config>,
+    storage: Storage,
+    state: Arc<RoomState>,
+    members: Arc<Members>,
+}
 
 /// What the public room directory shows of a room.
 #[derive(Clone, Debug)]
@@ -28,11 +41,15 @@ fn field(content: Option<JsonValue>, name: &str) -> Option<String> {
     content?.get(name)?.as_str().map(str::to_owned)
 }
 
-impl Rooms {
+impl Directory {
+    pub fn new(config: Arc<Config>, storage: Storage, state: Arc<RoomState>, members: Arc<Members>) -> Self {
+        Self { config, storage, state, members }
+    }
+
     /// Points a local alias at a room. Only members of the room may do so.
     pub async fn create_alias(&self, alias: &RoomAliasId, room_id: &RoomId, user_id: &UserId) -> Result<()> {
         self.check_local_alias(alias)?;
-        if !self.is_joined(room_id, user_id).await? {
+        if !self.members.is_joined(room_id, user_id).await? {
             return Err(Error::forbidden("You must be in the room to give it an alias"));
         }
         if !self.storage.rooms.create_alias(alias, room_id, user_id, now_ms()).await? {
@@ -61,7 +78,7 @@ impl Rooms {
         let (room_id, creator) =
             self.storage.rooms.resolve_alias(alias).await?.ok_or_else(|| Error::not_found("Room alias not found"))?;
         let allowed = creator == user_id || {
-            let levels = self.power_levels(&room_id).await?;
+            let levels = self.state.power_levels(&room_id).await?;
             levels.user_can_send_state(user_id, ruma::events::StateEventType::RoomCanonicalAlias)
         };
         if !allowed {
@@ -90,8 +107,8 @@ impl Rooms {
     /// Lists or unlists a room. Needs the power to change the room's canonical alias, as
     /// other servers do.
     pub async fn set_published(&self, room_id: &RoomId, user_id: &UserId, public: bool) -> Result<()> {
-        let levels = self.power_levels(room_id).await?;
-        if !self.is_joined(room_id, user_id).await?
+        let levels = self.state.power_levels(room_id).await?;
+        if !self.members.is_joined(room_id, user_id).await?
             || !levels.user_can_send_state(user_id, ruma::events::StateEventType::RoomCanonicalAlias)
         {
             return Err(Error::forbidden("You may not change the directory listing of this room"));
@@ -105,7 +122,7 @@ impl Rooms {
         let term = term.map(str::to_lowercase).filter(|t| !t.is_empty());
         let mut rooms = Vec::new();
         for (room_id, joined_members) in self.storage.rooms.public_rooms().await? {
-            let content = |event_type: &'static str| self.state_content::<JsonValue>(&room_id, event_type, "");
+            let content = |event_type: &'static str| self.state.state_content::<JsonValue>(&room_id, event_type, "");
             let room = PublicRoom {
                 name: field(content("m.room.name").await?, "name"),
                 topic: field(content("m.room.topic").await?, "topic"),

@@ -17,12 +17,19 @@ pub struct RoomLocks {
 /// Proof that the holder has the room's append lock.
 pub struct RoomGuard {
     room_id: OwnedRoomId,
-    _guard: OwnedMutexGuard<()>,
+    /// Shared with a commit that runs on in a task of its own, so that the lock is released
+    /// only when both the caller and that commit are done, even if the caller is dropped.
+    _guard: Arc<OwnedMutexGuard<()>>,
 }
 
 impl RoomGuard {
     pub fn room_id(&self) -> &RoomId {
         &self.room_id
+    }
+
+    /// The same hold on the lock, for a task that must finish what the holder started.
+    pub(super) fn share(&self) -> Self {
+        Self { room_id: self.room_id.clone(), _guard: Arc::clone(&self._guard) }
     }
 }
 
@@ -39,6 +46,6 @@ impl RoomLocks {
             }
             Arc::clone(locks.entry(room_id.to_owned()).or_default())
         };
-        RoomGuard { room_id: room_id.to_owned(), _guard: mutex.lock_owned().await }
+        RoomGuard { room_id: room_id.to_owned(), _guard: Arc::new(mutex.lock_owned().await) }
     }
 }

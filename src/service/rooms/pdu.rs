@@ -10,7 +10,7 @@ use ruma::{
 use serde::Deserialize;
 use serde_json::{Map, Value as JsonValue, value::RawValue};
 
-use crate::storage::StoredEvent;
+use crate::storage::{Placement, StoredEvent};
 
 /// The PDU fields Parley reads; everything else stays in `json` untouched.
 #[derive(Deserialize)]
@@ -60,9 +60,11 @@ pub struct Pdu {
     pub json: Box<RawValue>,
     /// Unsigned data the server keeps beside the PDU (`prev_content`, `replaces_state`, ...).
     pub unsigned: Option<Box<RawValue>>,
+    /// The event's position in the stream while it is in the timeline; 0 otherwise.
     pub stream_pos: i64,
-    /// The state group after this event.
-    pub state_group: i64,
+    /// The state group after this event (before it, when rejected); `None` for outliers.
+    pub state_group: Option<i64>,
+    pub placement: Placement,
     pub redacted_by: Option<OwnedEventId>,
 }
 
@@ -93,6 +95,7 @@ impl Pdu {
             unsigned: stored.unsigned,
             stream_pos: stored.stream_pos,
             state_group: stored.state_group,
+            placement: stored.placement,
             redacted_by: stored.redacted_by,
         })
     }
@@ -113,6 +116,26 @@ impl Pdu {
 
     pub fn is_state(&self) -> bool {
         self.state_key.is_some()
+    }
+
+    /// Whether the event is in the room's timeline: the only events clients are ever shown.
+    pub fn in_timeline(&self) -> bool {
+        self.placement == Placement::Timeline
+    }
+
+    /// The state group after the event, for an event in the timeline.
+    pub fn group(&self) -> Option<i64> {
+        if self.in_timeline() { self.state_group } else { None }
+    }
+
+    /// The event's place in the room's topological order (for an event in the timeline).
+    pub fn topo_point(&self) -> crate::storage::TopoPoint {
+        crate::storage::TopoPoint { depth: self.depth_i64(), stream: self.stream_pos }
+    }
+
+    /// The depth, as stored and ordered by (the spec bounds it by 2^63 - 1).
+    pub fn depth_i64(&self) -> i64 {
+        i64::try_from(u64::from(self.depth)).unwrap_or(i64::MAX)
     }
 
     /// The event in the client-server format: the PDU without its federation fields, with
@@ -202,7 +225,7 @@ impl state_res::Event for Pdu {
     }
 
     fn rejected(&self) -> bool {
-        false
+        matches!(self.placement, Placement::Rejected(_))
     }
 }
 

@@ -159,7 +159,7 @@ impl SyncService {
         let mut rooms = SyncRooms::new();
         let joined_ids: Vec<OwnedRoomId> =
             memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
-        let latest = self.rooms.latest_positions(&joined_ids).await?;
+        let latest = self.rooms.timeline.latest_positions(&joined_ids).await?;
         // Receipts only of rooms where one may have been set since the token.
         let receipt_rooms: Vec<OwnedRoomId> = match since {
             Some(s) => {

@@ -25,12 +25,9 @@ use crate::{
     service::{
         filter,
         push::PushService,
-        rooms::{
-            PduRef, Rooms,
-            read::{PageRequest, StreamToken},
-        },
+        rooms::{PduRef, Rooms, read::StreamToken},
     },
-    storage::{AccountDataEntry, Direction, Membership, Storage},
+    storage::{AccountDataEntry, Membership, Storage},
 };
 
 /// Timeline events per room when the filter does not say.
@@ -142,8 +139,8 @@ impl RoomBuilder<'_> {
 
     /// Whether the user was not yet joined at position `pos` (their join came after it).
     async fn was_not_joined_at(&self, room_id: &RoomId, pos: i64) -> Result<bool> {
-        let Some(before) = self.storage.events.last_event_at_or_before(room_id, pos).await? else { return Ok(true) };
-        Ok(self.rooms.membership_in_group(before.state_group, self.user()).await? != "join")
+        let Some(group) = self.rooms.read.group_at(room_id, pos).await? else { return Ok(true) };
+        Ok(self.rooms.state.membership_in_group(group, self.user()).await? != "join")
     }
 
     /// The timeline over `(since, upto]` (its newest events when there are too many) and the
@@ -159,7 +156,7 @@ impl RoomBuilder<'_> {
         let needs_state = full || limited || self.request.use_state_after;
         let start_group = match events.first() {
             // A non-state event leaves the state as it found it: its group is the state before it.
-            Some(first) if !first.is_state() => Some(first.state_group),
+            Some(first) if !first.is_state() => first.group(),
             _ if needs_state || lazy => self.group_at(room_id, prev_batch.0).await?,
             _ => None,
         };
@@ -211,9 +208,9 @@ impl RoomBuilder<'_> {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         if let Some(since) = since
             && !full
-            && let Some(recent) = self.rooms.recent_events(&membership.room_id, since, upto)
+            && let Some(recent) = self.rooms.timeline.recent_events(&membership.room_id, since, upto)
         {
-            let mut events = self.rooms.filter_visible_as(membership, recent).await?;
+            let mut events = self.rooms.read.filter_visible_as(membership, recent).await?;
             events.retain(|p| filter::matches(filter, p));
             let limited = events.len() > limit;
             if limited {
@@ -221,21 +218,12 @@ impl RoomBuilder<'_> {
             }
             return Ok((events, limited));
         }
-        let request = PageRequest {
-            from: StreamToken(upto),
-            to: since.map(StreamToken),
-            dir: Direction::Backward,
-            limit: u32::try_from(limit).unwrap_or(u32::MAX),
-        };
-        let page = self.rooms.paginate(self.user(), &membership.room_id, request, filter).await?;
-        let mut events = page.events;
-        events.reverse();
-        Ok((events, page.end.is_some()))
+        self.rooms.read.stream_page(membership, since, upto, limit, filter).await
     }
 
-    /// The state group after the room's last event at or before `pos`.
+    /// The room's state group at stream position `pos`.
     async fn group_at(&self, room_id: &RoomId, pos: i64) -> Result<Option<i64>> {
-        Ok(self.storage.events.last_event_at_or_before(room_id, pos).await?.map(|e| e.state_group))
+        self.rooms.read.group_at(room_id, pos).await
     }
 
     /// The state events of `group` that differ from `base` (all of them without a base),
@@ -251,18 +239,18 @@ impl RoomBuilder<'_> {
             return Ok(Vec::new());
         }
         let old: BTreeSet<OwnedEventId> = match base {
-            Some(base) => self.rooms.group_entries(base).await?.iter().map(|(_, _, id)| id.clone()).collect(),
+            Some(base) => self.rooms.state.group_entries(base).await?.iter().map(|(_, _, id)| id.clone()).collect(),
             None => BTreeSet::new(),
         };
         // Entries are filtered before any event is loaded: with lazy-loaded members, a large
         // room's member events are never read.
-        let entries = self.rooms.group_entries(group).await?;
+        let entries = self.rooms.state.group_entries(group).await?;
         let ids: Vec<OwnedEventId> = entries
             .iter()
             .filter(|(t, k, id)| !old.contains(id) && (t != "m.room.member" || members.wants(k)))
             .map(|(_, _, id)| id.clone())
             .collect();
-        let mut state = self.rooms.pdus(&ids).await?;
+        let mut state = self.rooms.events.pdus(&ids).await?;
         let state_filter = &self.request.filter.room.state;
         state.retain(|p| filter::matches(state_filter, p));
         state.sort_by_key(|p| p.stream_pos);
@@ -298,7 +286,7 @@ impl RoomBuilder<'_> {
                 if present.contains(user.as_str()) || in_timeline.contains(user.as_str()) {
                     continue;
                 }
-                if let Some(member) = self.rooms.group_lookup(group, "m.room.member", user.as_str()).await? {
+                if let Some(member) = self.rooms.state.group_lookup(group, "m.room.member", user.as_str()).await? {
                     state.push(member);
                 }
             }
@@ -364,11 +352,11 @@ impl RoomBuilder<'_> {
     async fn stripped_state<T>(&self, membership: &Membership) -> Result<Vec<Raw<T>>> {
         let mut events = Vec::new();
         for event_type in STRIPPED_TYPES {
-            if let Some(pdu) = self.rooms.current_state_event(&membership.room_id, event_type, "").await? {
+            if let Some(pdu) = self.rooms.state.current_state_event(&membership.room_id, event_type, "").await? {
                 events.push(pdu);
             }
         }
-        if let Some(own) = self.rooms.pdu(&membership.event_id).await? {
+        if let Some(own) = self.rooms.events.pdu(&membership.event_id).await? {
             events.push(own);
         }
         events
@@ -392,7 +380,7 @@ impl RoomBuilder<'_> {
         let events: Vec<Box<RawValue>> = if filter.event_format == EventFormat::Federation {
             pdus.iter().map(|p| p.json.clone()).collect()
         } else {
-            self.rooms.client_events(self.request.user.viewer(), pdus).await?
+            self.rooms.read.client_events(self.request.user.viewer(), pdus).await?
         };
         events
             .into_iter()

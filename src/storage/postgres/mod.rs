@@ -3,6 +3,11 @@
 mod account_data;
 mod backup;
 mod devices;
+mod dialect;
+// Statements both backends run live once, in storage/sql/, and are compiled for each backend
+// against its own `Db`, `DbPools` and `dialect`: the code is shared, the types stay concrete.
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/events.rs"]
 mod events;
 mod filters;
 mod keys;
@@ -10,6 +15,11 @@ mod push;
 mod receipts;
 mod registration;
 mod rooms;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/server_keys.rs"]
+mod server_keys;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/state.rs"]
 mod state;
 mod to_device;
 mod users;
@@ -27,6 +37,21 @@ pub(super) struct PgDb {
     pub pool: PgPool,
 }
 
+/// The database the shared statements (storage/sql/) run on.
+type Db = sqlx::Postgres;
+type DbPools = PgDb;
+
+impl PgDb {
+    /// Where writes go: PostgreSQL's MVCC lets them share the one pool with reads.
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
 pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Storage> {
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
@@ -42,8 +67,9 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         account_data: Arc::new(account_data::PgAccountData(db.clone())),
         registration: Arc::new(registration::PgRegistration(db.clone())),
         rooms: Arc::new(rooms::PgRooms(db.clone())),
-        events: Arc::new(events::PgEvents(db.clone())),
-        state: Arc::new(state::PgState(db.clone())),
+        events: Arc::new(events::SqlEvents(db.clone())),
+        state: Arc::new(state::SqlState(db.clone())),
+        server_keys: Arc::new(server_keys::SqlServerKeys(db.clone())),
         filters: Arc::new(filters::PgFilters(db.clone())),
         receipts: Arc::new(receipts::PgReceipts(db.clone())),
         presence: Arc::new(receipts::PgReceipts(db.clone())),

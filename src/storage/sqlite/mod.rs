@@ -9,6 +9,11 @@
 mod account_data;
 mod backup;
 mod devices;
+mod dialect;
+// Statements both backends run live once, in storage/sql/, and are compiled for each backend
+// against its own `Db`, `DbPools` and `dialect`: the code is shared, the types stay concrete.
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/events.rs"]
 mod events;
 mod filters;
 mod keys;
@@ -16,6 +21,11 @@ mod push;
 mod receipts;
 mod registration;
 mod rooms;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/server_keys.rs"]
+mod server_keys;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/state.rs"]
 mod state;
 mod to_device;
 mod users;
@@ -36,6 +46,21 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub(super) struct SqliteDb {
     pub writer: SqlitePool,
     pub reader: SqlitePool,
+}
+
+/// The database the shared statements (storage/sql/) run on.
+type Db = sqlx::Sqlite;
+type DbPools = SqliteDb;
+
+impl SqliteDb {
+    /// The single writer connection (see the module comment).
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
 }
 
 pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Storage> {
@@ -65,8 +90,9 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         account_data: Arc::new(account_data::SqliteAccountData(db.clone())),
         registration: Arc::new(registration::SqliteRegistration(db.clone())),
         rooms: Arc::new(rooms::SqliteRooms(db.clone())),
-        events: Arc::new(events::SqliteEvents(db.clone())),
-        state: Arc::new(state::SqliteState(db.clone())),
+        events: Arc::new(events::SqlEvents(db.clone())),
+        state: Arc::new(state::SqlState(db.clone())),
+        server_keys: Arc::new(server_keys::SqlServerKeys(db.clone())),
         filters: Arc::new(filters::SqliteFilters(db.clone())),
         receipts: Arc::new(receipts::SqliteReceipts(db.clone())),
         presence: Arc::new(receipts::SqliteReceipts(db.clone())),

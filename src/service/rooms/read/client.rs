@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use ruma::{DeviceId, MilliSecondsSinceUnixEpoch, OwnedEventId, UserId};
 use serde_json::value::RawValue;
 
-use super::{ClientExtras, PduRef, Rooms};
+use super::Reader;
 use crate::error::{Error, Result};
+use crate::service::rooms::{ClientExtras, PduRef};
 
 /// Who is looking: the user, and the device (whose own transaction IDs it is shown).
 #[derive(Clone, Copy)]
@@ -15,13 +16,13 @@ pub struct Viewer<'a> {
     pub device_id: Option<&'a DeviceId>,
 }
 
-impl Rooms {
+impl Reader {
     /// The client-format JSON of `pdus`, in order: with `unsigned.age`, the viewer's own
     /// `transaction_id`, and `unsigned.redacted_because` for redacted events.
     pub async fn client_events(&self, viewer: Viewer<'_>, pdus: &[PduRef]) -> Result<Vec<Box<RawValue>>> {
         let redaction_ids: Vec<OwnedEventId> = pdus.iter().filter_map(|p| p.redacted_by.clone()).collect();
         let redactions: HashMap<OwnedEventId, PduRef> =
-            self.pdus(&redaction_ids).await?.into_iter().map(|p| (p.event_id.clone(), p)).collect();
+            self.events.pdus(&redaction_ids).await?.into_iter().map(|p| (p.event_id.clone(), p)).collect();
         let own: Vec<OwnedEventId> =
             pdus.iter().filter(|p| p.sender == viewer.user_id).map(|p| p.event_id.clone()).collect();
         let txn_ids: HashMap<OwnedEventId, String> = match viewer.device_id {

@@ -3,10 +3,11 @@
 use ruma::{DeviceId, EventId, RoomId, UserId, events::TimelineEventType};
 use serde_json::{Value as JsonValue, json};
 
-use super::{EventDraft, PduRef, Rooms, append::Txn};
+use super::{EventDraft, Timeline, Txn};
 use crate::error::{Error, Result};
+use crate::service::rooms::PduRef;
 
-impl Rooms {
+impl Timeline {
     /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`: idempotent per device and path.
     pub async fn send_message(
         &self,
@@ -79,8 +80,8 @@ impl Rooms {
         for alias in aliases {
             let parsed =
                 ruma::RoomAliasId::parse(alias).map_err(|_| Error::invalid_param(format!("Invalid alias {alias}")))?;
-            match self.resolve_alias(&parsed).await {
-                Ok(target) if target == room_id => {}
+            match self.storage.rooms.resolve_alias(&parsed).await? {
+                Some((target, _)) if target == room_id => {}
                 _ => return Err(bad(format!("{alias} does not point to this room"))),
             }
         }

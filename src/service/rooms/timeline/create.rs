@@ -4,7 +4,7 @@
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomVersionId, UserId, events::TimelineEventType};
 use serde_json::{Map, Value as JsonValue, json};
 
-use super::{EventDraft, Rooms};
+use super::{EventDraft, Timeline};
 use crate::{
     config::SUPPORTED_ROOM_VERSIONS,
     error::{Error, Result},
@@ -38,7 +38,7 @@ pub struct NewRoomRequest<'a> {
     pub is_direct: bool,
 }
 
-impl Rooms {
+impl Timeline {
     pub async fn create_room(&self, req: NewRoomRequest<'_>) -> Result<OwnedRoomId> {
         if !SUPPORTED_ROOM_VERSIONS.contains(&req.version) {
             return Err(Error::new(
@@ -63,7 +63,7 @@ impl Rooms {
                 format!("Cannot invite {user}: this server does not federate yet"),
             ));
         }
-        let rules = super::RoomHead::rules_for(&req.version)?;
+        let rules = crate::service::rooms::RoomHead::rules_for(&req.version)?;
 
         let mut create = req.creation_content.clone();
         create.insert("room_version".into(), req.version.as_str().into());

@@ -13,8 +13,9 @@ use std::collections::HashMap;
 
 use ruma::{RoomId, UserId, events::TimelineEventType};
 
-use super::{PduRef, Rooms};
+use super::Reader;
 use crate::error::Result;
+use crate::service::rooms::PduRef;
 
 #[derive(serde::Deserialize)]
 struct VisibilityContent {
@@ -52,7 +53,7 @@ fn allowed(visibility: &str, membership: &str, joined_after: bool) -> bool {
         || (membership == "invite" && visibility == "invited")
 }
 
-impl Rooms {
+impl Reader {
     /// Keeps the events `user_id` may see, in order.
     pub async fn filter_visible(&self, user_id: &UserId, room_id: &RoomId, events: Vec<PduRef>) -> Result<Vec<PduRef>> {
         if events.is_empty() {
@@ -62,11 +63,13 @@ impl Rooms {
         let mut by_group: HashMap<i64, (String, String)> = HashMap::new();
         let mut visible = Vec::with_capacity(events.len());
         for pdu in events {
-            let at = match by_group.get(&pdu.state_group) {
+            // Only events in the timeline are ever shown.
+            let Some(group) = pdu.group() else { continue };
+            let at = match by_group.get(&group) {
                 Some(at) => at.clone(),
                 None => {
-                    let at = self.visibility_and_membership(pdu.state_group, user_id).await?;
-                    by_group.insert(pdu.state_group, at.clone());
+                    let at = self.visibility_and_membership(group, user_id).await?;
+                    by_group.insert(group, at.clone());
                     at
                 }
             };
@@ -85,7 +88,9 @@ impl Rooms {
         membership: &crate::storage::Membership,
         events: Vec<PduRef>,
     ) -> Result<Vec<PduRef>> {
-        if membership.membership == "join" && events.iter().all(|e| e.stream_pos > membership.stream_pos) {
+        if membership.membership == "join"
+            && events.iter().all(|e| e.in_timeline() && e.stream_pos > membership.stream_pos)
+        {
             return Ok(events);
         }
         self.filter_visible(&membership.user_id, &membership.room_id, events).await
@@ -93,8 +98,9 @@ impl Rooms {
 
     /// Whether one event is visible to the user.
     pub async fn can_see(&self, user_id: &UserId, pdu: &PduRef) -> Result<bool> {
+        let Some(group) = pdu.group() else { return Ok(false) };
         let last_join = self.last_join_pos(&pdu.room_id, user_id).await?;
-        let at = self.visibility_and_membership(pdu.state_group, user_id).await?;
+        let at = self.visibility_and_membership(group, user_id).await?;
         Ok(Self::visible(pdu, user_id, &at, last_join))
     }
 
@@ -123,21 +129,21 @@ impl Rooms {
     }
 
     async fn visibility_and_membership(&self, group: i64, user_id: &UserId) -> Result<(String, String)> {
-        Ok((self.history_visibility_in_group(group).await?, self.membership_in_group(group, user_id).await?))
+        Ok((self.history_visibility_in_group(group).await?, self.state.membership_in_group(group, user_id).await?))
     }
 
     /// The stream position of the user's latest `join` member event in the room, if any:
     /// their current member event when joined, else found by following the member events
     /// back through `replaces_state`.
     async fn last_join_pos(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<i64>> {
-        let Some(current) = self.membership(room_id, user_id).await? else { return Ok(None) };
+        let Some(current) = self.members.membership(room_id, user_id).await? else { return Ok(None) };
         if current.membership == "join" {
             return Ok(Some(current.stream_pos));
         }
         let mut next = Some(current.event_id);
         for _ in 0..MAX_MEMBER_CHAIN {
             let Some(id) = next.take() else { break };
-            let Some(pdu) = self.pdu(&id).await? else { break };
+            let Some(pdu) = self.events.pdu(&id).await? else { break };
             if pdu.state_key.as_deref() != Some(user_id.as_str()) {
                 break;
             }
@@ -152,6 +158,7 @@ impl Rooms {
     /// The history visibility in a state group; `shared` when unset, as the spec says.
     pub async fn history_visibility_in_group(&self, group: i64) -> Result<String> {
         Ok(self
+            .state
             .group_lookup(group, "m.room.history_visibility", "")
             .await?
             .and_then(|pdu| pdu.content_as::<VisibilityContent>())
@@ -160,7 +167,8 @@ impl Rooms {
 
     /// Whether the room's current history visibility is `world_readable`.
     pub async fn is_world_readable(&self, room_id: &RoomId) -> Result<bool> {
-        let content: Option<VisibilityContent> = self.state_content(room_id, "m.room.history_visibility", "").await?;
+        let content: Option<VisibilityContent> =
+            self.state.state_content(room_id, "m.room.history_visibility", "").await?;
         Ok(content.is_some_and(|c| c.history_visibility == "world_readable"))
     }
 }

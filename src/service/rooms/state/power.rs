@@ -5,7 +5,7 @@ use ruma::{
     events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
 };
 
-use super::Rooms;
+use super::RoomState;
 use crate::error::{Error, Result};
 
 #[derive(serde::Deserialize)]
@@ -14,7 +14,7 @@ struct CreateContent {
     additional_creators: Vec<OwnedUserId>,
 }
 
-impl Rooms {
+impl RoomState {
     /// The room's current power levels.
     pub async fn power_levels(&self, room_id: &RoomId) -> Result<RoomPowerLevels> {
         let head = self.head(room_id).await?.ok_or_else(|| Error::not_found("Room not found"))?;

@@ -6,8 +6,9 @@
 use ruma::{OwnedUserId, RoomId, UserId, events::TimelineEventType};
 use serde_json::{Map, Value as JsonValue};
 
-use super::{EventDraft, PduRef, Rooms};
+use super::{EventDraft, Timeline};
 use crate::error::{Error, Result};
+use crate::service::rooms::PduRef;
 
 /// A membership change one user makes to another's (or their own) membership.
 pub struct MembershipChange<'a> {
@@ -20,7 +21,7 @@ pub struct MembershipChange<'a> {
     pub extra: Map<String, JsonValue>,
 }
 
-impl Rooms {
+impl Timeline {
     /// Appends a member event. Joins and invites carry the target's profile, as clients
     /// expect to render names from member events.
     pub async fn change_membership(
@@ -28,7 +29,7 @@ impl Rooms {
         change: MembershipChange<'_>,
         profile: &[(String, JsonValue)],
     ) -> Result<PduRef> {
-        if self.head(change.room_id).await?.is_none() {
+        if self.state.head(change.room_id).await?.is_none() {
             return Err(Error::not_found("Room not found"));
         }
         if change.target.server_name() != self.config.server_name {
@@ -81,20 +82,24 @@ impl Rooms {
             #[serde(default)]
             room_id: Option<ruma::OwnedRoomId>,
         }
-        let Some(rules) = self.state_content::<JoinRules>(room_id, "m.room.join_rules", "").await? else {
+        let Some(rules) = self.state.state_content::<JoinRules>(room_id, "m.room.join_rules", "").await? else {
             return Ok(());
         };
         if !matches!(rules.join_rule.as_str(), "restricted" | "knock_restricted") {
             return Ok(());
         }
-        if self.membership(room_id, user_id).await?.is_some_and(|m| matches!(m.membership.as_str(), "join" | "invite"))
+        if self
+            .members
+            .membership(room_id, user_id)
+            .await?
+            .is_some_and(|m| matches!(m.membership.as_str(), "join" | "invite"))
         {
             return Ok(());
         }
         let mut qualifies = false;
         for rule in rules.allow.iter().filter(|r| r.kind == "m.room_membership") {
             if let Some(allowed) = &rule.room_id
-                && self.is_joined(allowed, user_id).await?
+                && self.members.is_joined(allowed, user_id).await?
             {
                 qualifies = true;
                 break;
@@ -110,8 +115,8 @@ impl Rooms {
     }
 
     async fn local_member_who_can_invite(&self, room_id: &RoomId) -> Result<Option<OwnedUserId>> {
-        let levels = self.power_levels(room_id).await?;
-        let members = self.storage.state.room_members(room_id, &["join"]).await?;
+        let levels = self.state.power_levels(room_id).await?;
+        let members = self.members.room_members(room_id, &["join"]).await?;
         Ok(members
             .into_iter()
             .map(|m| m.user_id)
@@ -119,26 +124,10 @@ impl Rooms {
             .find(|user| levels.user_can_invite(user)))
     }
 
-    /// Hides a room the user has left (or never joined) from their room lists.
-    pub async fn forget(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
-        match self.membership(room_id, user_id).await? {
-            Some(m) if matches!(m.membership.as_str(), "join" | "invite" | "knock") => Err(Error::new(
-                http::StatusCode::BAD_REQUEST,
-                ruma::api::error::ErrorKind::BadState,
-                "You must leave the room before forgetting it",
-            )),
-            Some(_) => {
-                self.storage.state.forget(room_id, user_id).await?;
-                Ok(())
-            }
-            None => Err(Error::not_found("You have never been in this room")),
-        }
-    }
-
     /// The user's current displayname and avatar in every room they are joined to, after
     /// a profile change.
     pub async fn propagate_profile(&self, user_id: &UserId, profile: &[(String, JsonValue)]) -> Result<()> {
-        for room in self.storage.state.user_rooms(user_id, &["join"]).await? {
+        for room in self.members.user_rooms(user_id, &["join"]).await? {
             let change = MembershipChange {
                 room_id: &room.room_id,
                 sender: user_id,
@@ -156,7 +145,7 @@ impl Rooms {
 
     /// Leaves every room and rejects every invite; used when an account is deactivated.
     pub async fn leave_all(&self, user_id: &UserId) -> Result<()> {
-        for room in self.storage.state.user_rooms(user_id, &["join", "invite", "knock"]).await? {
+        for room in self.members.user_rooms(user_id, &["join", "invite", "knock"]).await? {
             let change = MembershipChange {
                 room_id: &room.room_id,
                 sender: user_id,
