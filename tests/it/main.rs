@@ -4,6 +4,7 @@ mod harness;
 
 mod accounts;
 mod cli;
+mod dag_util;
 mod e2ee_backup;
 mod e2ee_client;
 mod e2ee_cross_signing;
@@ -18,6 +19,7 @@ mod real_client;
 mod room_util;
 mod rooms;
 mod rooms_access;
+mod rooms_dag;
 mod rooms_read;
 mod rooms_verify;
 mod rooms_visibility;

@@ -21,7 +21,7 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, ServerName,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, ServerName,
     signatures::{Verified, required_server_signatures_to_verify_event, verify_event},
     state_res,
 };
@@ -130,6 +130,82 @@ impl Timeline {
         self.receive_locked(&guard, origin, object, None, 0).await
     }
 
+    /// The create event of a room made on another server, which begins the room here: the
+    /// first event of its graph, checked like any other (format, signatures, the create
+    /// rules). Joining a remote room starts from it.
+    pub async fn receive_create(&self, origin: &ServerName, object: CanonicalJsonObject) -> Result<Received> {
+        let version = match object.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => match content.get("room_version") {
+                Some(CanonicalJsonValue::String(v)) => RoomVersionId::try_from(v.as_str()).ok(),
+                // Before room versions were named, every room was version 1.
+                None => Some(RoomVersionId::V1),
+                _ => None,
+            },
+            _ => None,
+        };
+        let version = version.ok_or_else(|| Error::bad_json("Invalid room_version in the create event"))?;
+        if !crate::config::SUPPORTED_ROOM_VERSIONS.contains(&version) {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+                format!("Room version {version} is not supported"),
+            ));
+        }
+        let rules = RoomHead::rules_for(&version)?;
+        if !matches!(object.get("type"), Some(CanonicalJsonValue::String(t)) if t == "m.room.create") {
+            return Err(Error::bad_json("Not a create event"));
+        }
+        state_res::check_pdu_format(&object, &rules.event_format)
+            .map_err(|e| Error::bad_json(format!("Invalid PDU: {e}")))?;
+        let event_id = parley_federation::pdu::event_id(&object, &rules).map_err(|e| Error::bad_json(e.to_string()))?;
+        let room_id = match object.get("room_id") {
+            Some(CanonicalJsonValue::String(room_id)) => {
+                OwnedRoomId::try_from(room_id.as_str()).map_err(|e| Error::bad_json(e.to_string()))?
+            }
+            _ => parley_federation::pdu::room_id_from_create(&event_id).map_err(|e| Error::bad_json(e.to_string()))?,
+        };
+        let guard = self.lock(&room_id).await;
+        if self.state.head(&room_id).await?.is_some() {
+            return match self.events.pdu(&event_id).await? {
+                Some(known) => Ok(Received::of(known)),
+                None => Err(Error::forbidden("This server already has that room, with another create event")),
+            };
+        }
+        let head = Arc::new(RoomHead {
+            room_id: room_id.clone(),
+            version: version.clone(),
+            rules,
+            extremities: Vec::new(),
+            current_group: 0,
+            chain_len: 0,
+            state: Arc::default(),
+        });
+        let object = self.verify_signatures(&head, object).await?;
+        let pdu = Pdu::from_object(event_id, room_id, &object)?;
+        let placement = match state_res::check_state_independent_auth_rules(
+            &head.rules.authorization,
+            &pdu,
+            |_: &ruma::EventId| -> Option<PduRef> { None },
+        ) {
+            Ok(()) => Placement::Timeline,
+            Err(reason) => return Err(Error::forbidden(format!("Invalid create event: {reason}"))),
+        };
+        let created_at = i64::from(pdu.origin_server_ts.get());
+        let creator = pdu.sender.clone();
+        let persist = Persist {
+            pdu,
+            before: Some(StateBefore::current(&head)),
+            placement,
+            flow: Flow::Live,
+            txn: None,
+            new_room: Some(crate::storage::NewRoom { room_version: version.as_str(), creator: &creator, created_at }),
+            has_successor: false,
+        };
+        let received = Received::of(self.persist(&guard, &head, persist).await?);
+        tracing::info!(room_id = %head.room_id, %origin, "a room made on another server begins here");
+        Ok(received)
+    }
+
     /// The checks and the persist step, under the room's lock. `flow` is `None` for an
     /// outlier. Boxed: fetching missing events recurses.
     fn receive_locked<'a>(
@@ -175,6 +251,8 @@ impl Timeline {
                 let missing = pdu.prev_events.clone();
                 return Ok(Received::MissingPrevEvents(missing));
             };
+            // Receiving missing events first may have moved the head.
+            let head = self.state.head(room_id).await?.ok_or_else(|| Error::not_found("Unknown room"))?;
             let placement = self.judge(&head, &pdu, &auth, &before, flow).await?;
             if let Placement::Rejected(reason) = &placement {
                 tracing::info!(event_id = %pdu.event_id, %origin, %reason, "rejected a PDU");

@@ -32,11 +32,13 @@ impl Timeline {
         if self.state.head(change.room_id).await?.is_none() {
             return Err(Error::not_found("Room not found"));
         }
-        if change.target.server_name() != self.config.server_name {
+        // Inviting a user of another server means asking that server to sign the invite,
+        // which needs federation; kicking or banning one is an event of this room alone.
+        if change.target.server_name() != self.config.server_name && change.membership == "invite" {
             return Err(Error::new(
                 http::StatusCode::BAD_REQUEST,
                 ruma::api::error::ErrorKind::Unrecognized,
-                "This server does not federate yet, so only local users can be invited or removed",
+                "This server does not send invites to other servers yet",
             ));
         }
         let mut content = change.extra;
