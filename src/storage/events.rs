@@ -76,6 +76,8 @@ pub struct HeadUpdate<'a> {
     pub add_extremity: bool,
     /// The state group of the new current state.
     pub current_group: GroupRef,
+    /// Whether that group differs from the room's current one.
+    pub group_changed: bool,
     /// Entries of the current state that change: set to an event, or removed.
     pub state_changes: &'a [(String, String, Option<OwnedEventId>)],
     /// Memberships that change: `(user, membership, member event)`, recorded at the event's

@@ -61,6 +61,16 @@ impl StreamAllocator {
         *self.watermark.borrow()
     }
 
+    /// Waits until readers can see position `pos`: every position up to it is committed or
+    /// abandoned. A writer that answers its client only then gives read-your-writes: the
+    /// client's next read includes what it wrote, even while an unrelated earlier write is
+    /// still committing.
+    pub async fn visible(&self, pos: i64) {
+        let mut watermark = self.watermark.subscribe();
+        // The sender lives as long as `self`, so this ends when the position is visible.
+        let _ = watermark.wait_for(|mark| *mark >= pos).await;
+    }
+
     /// Notified whenever the watermark moves.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.watermark.subscribe()

@@ -95,16 +95,22 @@ impl SqlEvents {
         .execute(&mut **tx)
         .await?;
         anyhow::ensure!(done.rows_affected() == 1, "event {} is already stored", ev.event_id);
-        let edges = ev.prev_events.iter().map(|p| (p, true)).chain(ev.auth_events.iter().map(|a| (a, false)));
-        for (other, is_prev) in edges {
-            let sql = if is_prev {
-                "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
-            } else {
-                "INSERT INTO event_auth_edges (event_id, auth_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-            };
-            let query = sqlx::query(sql).bind(ev.event_id.as_str()).bind(other.as_str());
-            let query = if is_prev { query.bind(ev.room_id.as_str()) } else { query };
-            query.execute(&mut **tx).await?;
+        // One statement per kind of edge, however many there are.
+        if !ev.prev_events.is_empty() {
+            let mut insert = QueryBuilder::<Db>::new("INSERT INTO event_edges (event_id, prev_event_id, room_id) ");
+            insert.push_values(ev.prev_events.iter().take(ROWS_PER_INSERT), |mut row, prev| {
+                row.push_bind(ev.event_id.as_str()).push_bind(prev.as_str()).push_bind(ev.room_id.as_str());
+            });
+            insert.push(" ON CONFLICT DO NOTHING");
+            insert.build().execute(&mut **tx).await?;
+        }
+        if !ev.auth_events.is_empty() {
+            let mut insert = QueryBuilder::<Db>::new("INSERT INTO event_auth_edges (event_id, auth_event_id) ");
+            insert.push_values(ev.auth_events.iter().take(ROWS_PER_INSERT), |mut row, auth| {
+                row.push_bind(ev.event_id.as_str()).push_bind(auth.as_str());
+            });
+            insert.push(" ON CONFLICT DO NOTHING");
+            insert.build().execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -129,11 +135,13 @@ impl SqlEvents {
                 .execute(&mut **tx)
                 .await?;
         }
-        sqlx::query("UPDATE rooms SET current_group = $2 WHERE room_id = $1")
-            .bind(room)
-            .bind(head_group)
-            .execute(&mut **tx)
-            .await?;
+        if head.group_changed {
+            sqlx::query("UPDATE rooms SET current_group = $2 WHERE room_id = $1")
+                .bind(room)
+                .bind(head_group)
+                .execute(&mut **tx)
+                .await?;
+        }
         for (event_type, state_key, event_id) in head.state_changes {
             let query = match event_id {
                 Some(event_id) => sqlx::query(

@@ -56,10 +56,9 @@ impl Timeline {
         if change.membership == "join" {
             self.add_join_authorisation(change.room_id, change.target, &mut content).await?;
         }
-        let guard = self.lock(change.room_id).await;
         let draft =
             EventDraft::state(TimelineEventType::RoomMember, change.target.as_str(), JsonValue::Object(content));
-        self.append(&guard, change.sender, draft, None).await
+        self.append_visible(change.room_id, change.sender, draft, None).await
     }
 
     /// For rooms with a `restricted` join rule, names a local member who may invite as the

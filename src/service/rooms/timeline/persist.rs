@@ -349,6 +349,7 @@ impl Publisher {
             removed_extremities: &next.removed,
             add_extremity: next.add_extremity,
             current_group: next.current,
+            group_changed: next.current != GroupRef::Stored(plan.head.current_group),
             state_changes: &next.changes,
             memberships: &next.memberships,
         });

@@ -20,8 +20,7 @@ impl Timeline {
     ) -> Result<PduRef> {
         let key = format!("send/{room_id}/{event_type}/{txn_id}");
         let txn = Txn { device_id, key: &key, txn_id };
-        let guard = self.lock(room_id).await;
-        self.append(&guard, sender, EventDraft::message(event_type.into(), content), Some(txn)).await
+        self.append_visible(room_id, sender, EventDraft::message(event_type.into(), content), Some(txn)).await
     }
 
     /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
@@ -36,8 +35,7 @@ impl Timeline {
         if event_type == "m.room.canonical_alias" {
             self.check_canonical_alias(room_id, &content).await?;
         }
-        let guard = self.lock(room_id).await;
-        self.append(&guard, sender, EventDraft::state(event_type.into(), state_key, content), None).await
+        self.append_visible(room_id, sender, EventDraft::state(event_type.into(), state_key, content), None).await
     }
 
     /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
@@ -61,8 +59,23 @@ impl Timeline {
             redacts: Some(target.to_owned()),
         };
         let key = format!("redact/{room_id}/{target}/{txn_id}");
+        self.append_visible(room_id, sender, draft, Some(Txn { device_id, key: &key, txn_id })).await
+    }
+
+    /// Appends under the room's lock, then, with the lock released, waits until readers can
+    /// see the event, so that the sender's next read includes it.
+    pub(super) async fn append_visible(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<Txn<'_>>,
+    ) -> Result<PduRef> {
         let guard = self.lock(room_id).await;
-        self.append(&guard, sender, draft, Some(Txn { device_id, key: &key, txn_id })).await
+        let pdu = self.append(&guard, sender, draft, txn).await?;
+        drop(guard);
+        self.publisher.stream.visible(pdu.stream_pos).await;
+        Ok(pdu)
     }
 
     /// Every alias an `m.room.canonical_alias` event names must point to the room
