@@ -22,6 +22,8 @@ both_backends!(
     state_send_and_read,
     redaction_serves_redacted_form,
     member_lists,
+    a_refused_create_room_leaves_nothing_behind,
+    redacting_an_unknown_event_is_not_found,
 );
 
 async fn create_private_chat_sends_the_spec_sequence(backend: Backend) {
@@ -627,4 +629,60 @@ async fn membership_of(s: &TestServer, viewer: &crate::harness::TestUser, room_i
         s.get(&room_path(room_id, &format!("state/m.room.member/{}", enc(user_id))), Some(&viewer.token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["membership"].as_str().unwrap_or_default().to_owned()
+}
+
+/// createRoom checks every event it would make before it makes any: a request refused
+/// half-way must leave no room, no membership and no alias.
+async fn a_refused_create_room_leaves_nothing_behind(backend: Backend) {
+    let Some(s) = TestServer::spawn(backend).await else { return };
+    let alice = s.register("alice").await;
+    let refused = [
+        // A power level above 2^53 is not canonical JSON.
+        (
+            json!({"room_alias_name": "big", "power_level_content_override": {"users_default": 9_007_199_254_740_993_u64}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        // Neither is a float in an initial state event.
+        (
+            json!({"room_alias_name": "float", "initial_state": [{"type": "m.room.topic", "content": {"topic": "x", "ratio": 0.5}}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        // A power override that takes the creator's power away refuses the events after it.
+        (
+            json!({"room_version": "10", "room_alias_name": "weak", "power_level_content_override": {"users": {}, "state_default": 100}}),
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (body, status) in refused {
+        let (got, resp) = s.post("/_matrix/client/v3/createRoom", Some(&alice.token), body.clone()).await;
+        assert_eq!(got, status, "{body}: {resp}");
+        assert!(resp["errcode"].is_string(), "{resp}");
+    }
+    let (status, joined) = s.get("/_matrix/client/v3/joined_rooms", Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(joined["joined_rooms"], json!([]), "no half-built room");
+    for alias in ["big", "float", "weak"] {
+        let (status, _) =
+            s.get(&format!("/_matrix/client/v3/directory/room/{}", enc(&format!("#{alias}:localhost"))), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "alias #{alias} not left behind");
+    }
+    // The same names work once the request is valid.
+    let room = create_room(&s, &alice, json!({"room_alias_name": "weak"})).await;
+    let (status, body) = s.get(&format!("/_matrix/client/v3/directory/room/{}", enc("#weak:localhost")), None).await;
+    assert_eq!((status, body["room_id"].as_str()), (StatusCode::OK, Some(room.as_str())));
+    s.finish().await;
+}
+
+/// A redaction must name an event of the room: an unknown one is `404`, even for a member
+/// without the power to redact others' events.
+async fn redacting_an_unknown_event_is_not_found(backend: Backend) {
+    let Some(s) = TestServer::spawn(backend).await else { return };
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    let path = room_path(&room, &format!("redact/{}/t1", enc("$nosuchevent")));
+    let result = s.put(&path, Some(&bob.token), json!({})).await;
+    assert_error(&result, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    s.finish().await;
 }

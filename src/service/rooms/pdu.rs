@@ -40,7 +40,7 @@ struct ContentRedacts {
     redacts: Option<OwnedEventId>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Pdu {
     pub event_id: OwnedEventId,
     /// The room, also for a v12 create event whose JSON carries none.

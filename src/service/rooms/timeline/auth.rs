@@ -37,36 +37,67 @@ pub(super) fn check_with_state(rules: &RoomVersionRules, pdu: &Pdu, state: &Auth
     })
 }
 
+/// The keys the state-dependent rules read for `pdu`: its auth types and the create event.
+/// An event whose content the rules cannot read gets the reason as an error.
+pub(super) fn auth_keys(rules: &RoomVersionRules, pdu: &Pdu) -> Result<Vec<(String, String)>, String> {
+    let keys = state_res::auth_types_for_event(
+        &pdu.event_type,
+        &pdu.sender,
+        pdu.state_key.as_deref(),
+        &pdu.content,
+        &rules.authorization,
+    )
+    .map_err(|e| format!("invalid event content: {e}"))?;
+    let mut keys: Vec<(String, String)> = keys.into_iter().map(|(t, k)| (t.to_string(), k)).collect();
+    keys.push(("m.room.create".to_owned(), String::new()));
+    Ok(keys)
+}
+
+/// The events of `state` at `keys`, from `events`.
+pub(super) fn pick(keys: Vec<(String, String)>, state: &StateMap, events: &HashMap<OwnedEventId, PduRef>) -> AuthState {
+    keys.into_iter()
+        .filter_map(|key| {
+            let pdu = events.get(state.get(&key)?)?;
+            Some((key, std::sync::Arc::clone(pdu)))
+        })
+        .collect()
+}
+
+/// All the rules for an event whose auth events and state are in `known`: against its auth
+/// events (plus the create event, which v12 no longer lists), then against `state`.
+pub(super) fn check_known(
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    state: &StateMap,
+    known: &HashMap<OwnedEventId, PduRef>,
+) -> Result<(), String> {
+    let create = state.get(&("m.room.create".to_owned(), String::new()));
+    let auth = pdu
+        .auth_events
+        .iter()
+        .chain(create)
+        .filter_map(|id| Some((id.clone(), std::sync::Arc::clone(known.get(id)?))))
+        .collect();
+    check_with_auth_events(rules, pdu, &auth)?;
+    check_with_state(rules, pdu, &pick(auth_keys(rules, pdu)?, state, known))
+}
+
 impl Timeline {
-    /// The events of `state` that the rules read for `pdu`: its auth types, and the create
-    /// event. An event whose content the rules cannot read gets the reason as an error.
+    /// The events of `state` that the rules read for `pdu`. An event whose content the rules
+    /// cannot read gets the reason as an error.
     pub(super) async fn auth_state(
         &self,
         rules: &RoomVersionRules,
         pdu: &Pdu,
         state: &StateMap,
     ) -> Result<Result<AuthState, String>> {
-        let keys = match state_res::auth_types_for_event(
-            &pdu.event_type,
-            &pdu.sender,
-            pdu.state_key.as_deref(),
-            &pdu.content,
-            &rules.authorization,
-        ) {
+        let keys = match auth_keys(rules, pdu) {
             Ok(keys) => keys,
-            Err(e) => return Ok(Err(format!("invalid event content: {e}"))),
+            Err(reason) => return Ok(Err(reason)),
         };
-        let mut keys: Vec<(String, String)> = keys.into_iter().map(|(t, k)| (t.to_string(), k)).collect();
-        keys.push(("m.room.create".to_owned(), String::new()));
         let ids: Vec<OwnedEventId> = keys.iter().filter_map(|key| state.get(key).cloned()).collect();
         let by_id = self.events.pdu_map(&ids).await?;
-        Ok(Ok(keys
-            .into_iter()
-            .filter_map(|key| {
-                let pdu = by_id.get(state.get(&key)?)?;
-                Some((key, std::sync::Arc::clone(pdu)))
-            })
-            .collect()))
+        Ok(Ok(pick(keys, state, &by_id)))
     }
 
     /// The event's auth events that this server has, keyed by ID. From room version 12 the

@@ -5,7 +5,7 @@
 //! Every step runs under the room's lock (`RoomGuard`), so the state the event is checked
 //! against is exactly the state it will follow.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, DeviceId, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, ServerName,
@@ -15,7 +15,7 @@ use serde_json::Value as JsonValue;
 
 use super::{
     Timeline,
-    auth::{check_with_auth_events, check_with_state},
+    auth::{check_known, check_with_auth_events, check_with_state},
     persist::{Flow, Persist, StateBefore},
 };
 use crate::{
@@ -121,14 +121,17 @@ impl Timeline {
         self.persist(guard, &head, persist).await
     }
 
-    /// Creates a room from its create event and returns the room's lock, held, so the caller
-    /// can append the rest of the room's initial events without anyone interleaving.
-    pub async fn create_room_event(
+    /// Builds, signs and checks a new room's events in memory, writing nothing: the create
+    /// event, then `drafts`, each on the state the previous ones make. Returns the room's
+    /// lock, held, and the events, for [`Timeline::persist_planned`]. Any event that would
+    /// fail fails here, before the room exists, so a refused createRoom leaves nothing.
+    pub(super) async fn plan_room(
         &self,
         creator: &UserId,
         version: &RoomVersionId,
-        content: JsonValue,
-    ) -> Result<(RoomGuard, PduRef)> {
+        create_content: JsonValue,
+        drafts: Vec<EventDraft>,
+    ) -> Result<(RoomGuard, Vec<PduRef>)> {
         let rules = RoomHead::rules_for(version)?;
         let mut ts = now_ms();
         loop {
@@ -152,7 +155,7 @@ impl Timeline {
                 chain_len: 0,
                 state: Arc::default(),
             };
-            let draft = EventDraft::state(TimelineEventType::RoomCreate, "", content.clone());
+            let draft = EventDraft::state(TimelineEventType::RoomCreate, "", create_content.clone());
             let mut object = build(&empty, room_id.as_deref(), creator, &draft, ts)?;
             let event_id = self.keys.hash_and_sign_event(&mut object, &rules)?;
             let room_id = match room_id {
@@ -167,21 +170,63 @@ impl Timeline {
                 ts += 1;
                 continue;
             }
-            let head = Arc::new(RoomHead { room_id: room_id.clone(), ..empty });
-            let pdu = Pdu::from_object(event_id, room_id, &object)?;
-            self.authorize_local(&head, &pdu).await?;
+            let mut head = RoomHead { room_id: room_id.clone(), ..empty };
+            let mut known = HashMap::new();
+            let mut planned = Vec::with_capacity(drafts.len() + 1);
+            let create = Pdu::from_object(event_id, room_id.clone(), &object)?;
+            let forbidden = |reason: String| Error::forbidden(format!("Event not allowed: {reason}"));
+            check_known(&head.rules, &create, &head.state, &known).map_err(forbidden)?;
+            planned.push(advance(&mut head, &mut known, create));
+            for draft in &drafts {
+                let mut object = build(&head, Some(&room_id), creator, draft, ts)?;
+                let event_id = self.keys.hash_and_sign_event(&mut object, &head.rules)?;
+                let pdu = Pdu::from_object(event_id, room_id.clone(), &object)?;
+                check_known(&head.rules, &pdu, &head.state, &known).map_err(forbidden)?;
+                planned.push(advance(&mut head, &mut known, pdu));
+            }
+            return Ok((guard, planned));
+        }
+    }
+
+    /// Persists the events [`Timeline::plan_room`] made, in order, the first one creating the
+    /// room.
+    pub(super) async fn persist_planned(
+        &self,
+        guard: &RoomGuard,
+        version: &RoomVersionId,
+        creator: &UserId,
+        planned: Vec<PduRef>,
+    ) -> Result<()> {
+        let room_id = guard.room_id();
+        for (i, pdu) in planned.into_iter().enumerate() {
+            let pdu = Arc::unwrap_or_clone(pdu);
+            let (head, new_room) = if i == 0 {
+                let head = RoomHead {
+                    room_id: room_id.to_owned(),
+                    version: version.clone(),
+                    rules: RoomHead::rules_for(version)?,
+                    extremities: Vec::new(),
+                    current_group: 0,
+                    chain_len: 0,
+                    state: Arc::default(),
+                };
+                let created_at = i64::from(pdu.origin_server_ts.get());
+                (Arc::new(head), Some(NewRoom { room_version: version.as_str(), creator, created_at }))
+            } else {
+                (self.state.head(room_id).await?.ok_or_else(|| Error::internal("the new room vanished"))?, None)
+            };
             let persist = Persist {
                 pdu,
                 before: Some(StateBefore::current(&head)),
                 placement: Placement::Timeline,
                 flow: Flow::Live,
                 txn: None,
-                new_room: Some(NewRoom { room_version: version.as_str(), creator, created_at: ts }),
+                new_room,
                 has_successor: false,
             };
-            let pdu = self.persist(&guard, &head, persist).await?;
-            return Ok((guard, pdu));
+            self.persist(guard, &head, persist).await?;
         }
+        Ok(())
     }
 
     /// Runs the room version's authorization rules against the event's auth events and the
@@ -282,6 +327,17 @@ fn build(
         object.insert("state_key".into(), CanonicalJsonValue::String(state_key.clone()));
     }
     Ok(object)
+}
+
+/// Moves an in-memory head past a planned event.
+fn advance(head: &mut RoomHead, known: &mut HashMap<OwnedEventId, PduRef>, pdu: Pdu) -> PduRef {
+    head.extremities = vec![(pdu.event_id.clone(), pdu.depth_i64())];
+    if let Some(key) = &pdu.state_key {
+        Arc::make_mut(&mut head.state).insert((pdu.event_type.to_string(), key.clone()), pdu.event_id.clone());
+    }
+    let pdu = Arc::new(pdu);
+    known.insert(pdu.event_id.clone(), Arc::clone(&pdu));
+    pdu
 }
 
 /// The room ID of a v12 room is known only once its create event is hashed; until then the

@@ -47,6 +47,7 @@ impl Timeline {
                 format!("Room version {} is not supported", req.version),
             ));
         }
+        // Checked here for an early answer; reserving the alias below settles races.
         if let Some(alias) = &req.alias
             && self.storage.rooms.resolve_alias(alias).await?.is_some()
         {
@@ -70,70 +71,25 @@ impl Timeline {
         if !rules.authorization.use_room_create_sender {
             create.insert("creator".into(), req.creator.as_str().into());
         }
-        let (guard, _) = self.create_room_event(req.creator, &req.version, JsonValue::Object(create)).await?;
+        // The room's alias names the room in its canonical alias event, so it is reserved
+        // only once every event is known to be valid, and released if writing them fails.
+        let drafts = initial_events(&req, &rules);
+        let (guard, planned) = self.plan_room(req.creator, &req.version, JsonValue::Object(create), drafts).await?;
         let room_id = guard.room_id().to_owned();
-        let append = |draft: EventDraft| self.append(&guard, req.creator, draft, None);
-
-        let mut member = Map::new();
-        member.insert("membership".into(), "join".into());
-        for (field, value) in req.profile {
-            if field == "displayname" || field == "avatar_url" {
-                member.insert(field.clone(), value.clone());
-            }
-        }
-        append(EventDraft::state(TimelineEventType::RoomMember, req.creator.as_str(), JsonValue::Object(member)))
-            .await?;
-
-        let privileged_creators = rules.authorization.explicitly_privilege_room_creators;
-        let mut power = default_power_levels(req.creator, req.preset, privileged_creators);
-        if req.preset == Preset::TrustedPrivateChat
-            && let Some(users) = power.get_mut("users").and_then(JsonValue::as_object_mut)
+        if let Some(alias) = &req.alias
+            && !self.storage.rooms.create_alias(alias, &room_id, req.creator, now_ms()).await?
         {
-            for invitee in &req.invite {
-                users.insert(invitee.to_string(), 100.into());
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::RoomInUse,
+                "Room alias already taken",
+            ));
+        }
+        if let Err(e) = self.persist_planned(&guard, &req.version, req.creator, planned).await {
+            if let Some(alias) = &req.alias {
+                self.storage.rooms.delete_alias(alias).await?;
             }
-        }
-        if let Some(overrides) = req.power_level_override {
-            power.extend(overrides);
-        }
-        append(EventDraft::state(TimelineEventType::RoomPowerLevels, "", JsonValue::Object(power))).await?;
-
-        if let Some(alias) = &req.alias {
-            self.storage.rooms.create_alias(alias, &room_id, req.creator, now_ms()).await?;
-            append(EventDraft::state(TimelineEventType::RoomCanonicalAlias, "", json!({ "alias": alias }))).await?;
-        }
-
-        let overridden = |event_type: &str| req.initial_state.iter().any(|(t, k, _)| t == event_type && k.is_empty());
-        let (join_rule, guest_access) = match req.preset {
-            Preset::PublicChat => ("public", "forbidden"),
-            Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
-        };
-        for (event_type, content) in [
-            (TimelineEventType::RoomJoinRules, json!({ "join_rule": join_rule })),
-            (TimelineEventType::RoomHistoryVisibility, json!({ "history_visibility": "shared" })),
-            (TimelineEventType::RoomGuestAccess, json!({ "guest_access": guest_access })),
-        ] {
-            if !overridden(&event_type.to_string()) {
-                append(EventDraft::state(event_type, "", content)).await?;
-            }
-        }
-        for (event_type, state_key, content) in req.initial_state {
-            append(EventDraft::state(event_type.as_str().into(), state_key, content)).await?;
-        }
-        if let Some(name) = req.name {
-            append(EventDraft::state(TimelineEventType::RoomName, "", json!({ "name": name }))).await?;
-        }
-        if let Some(topic) = req.topic {
-            append(EventDraft::state(TimelineEventType::RoomTopic, "", json!({ "topic": topic }))).await?;
-        }
-        for invitee in &req.invite {
-            let mut content = Map::new();
-            content.insert("membership".into(), "invite".into());
-            if req.is_direct {
-                content.insert("is_direct".into(), true.into());
-            }
-            append(EventDraft::state(TimelineEventType::RoomMember, invitee.as_str(), JsonValue::Object(content)))
-                .await?;
+            return Err(e);
         }
         drop(guard);
         // Answer once readers can see the whole room, so the creator's next read has it.
@@ -145,6 +101,71 @@ impl Timeline {
         }
         Ok(room_id)
     }
+}
+
+/// The events after the create event, in the order the spec gives: the creator's join, power
+/// levels, the canonical alias, the preset's join rules, history visibility and guest
+/// access (unless `initial_state` sets them), `initial_state`, name, topic, invites.
+fn initial_events(req: &NewRoomRequest<'_>, rules: &ruma::room_version_rules::RoomVersionRules) -> Vec<EventDraft> {
+    let mut drafts = Vec::new();
+    let mut member = Map::new();
+    member.insert("membership".into(), "join".into());
+    for (field, value) in req.profile {
+        if field == "displayname" || field == "avatar_url" {
+            member.insert(field.clone(), value.clone());
+        }
+    }
+    drafts.push(EventDraft::state(TimelineEventType::RoomMember, req.creator.as_str(), JsonValue::Object(member)));
+
+    let privileged_creators = rules.authorization.explicitly_privilege_room_creators;
+    let mut power = default_power_levels(req.creator, req.preset, privileged_creators);
+    if req.preset == Preset::TrustedPrivateChat
+        && let Some(users) = power.get_mut("users").and_then(JsonValue::as_object_mut)
+    {
+        for invitee in &req.invite {
+            users.insert(invitee.to_string(), 100.into());
+        }
+    }
+    if let Some(overrides) = &req.power_level_override {
+        power.extend(overrides.clone());
+    }
+    drafts.push(EventDraft::state(TimelineEventType::RoomPowerLevels, "", JsonValue::Object(power)));
+
+    if let Some(alias) = &req.alias {
+        drafts.push(EventDraft::state(TimelineEventType::RoomCanonicalAlias, "", json!({ "alias": alias })));
+    }
+    let overridden = |event_type: &str| req.initial_state.iter().any(|(t, k, _)| t == event_type && k.is_empty());
+    let (join_rule, guest_access) = match req.preset {
+        Preset::PublicChat => ("public", "forbidden"),
+        Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
+    };
+    for (event_type, content) in [
+        (TimelineEventType::RoomJoinRules, json!({ "join_rule": join_rule })),
+        (TimelineEventType::RoomHistoryVisibility, json!({ "history_visibility": "shared" })),
+        (TimelineEventType::RoomGuestAccess, json!({ "guest_access": guest_access })),
+    ] {
+        if !overridden(&event_type.to_string()) {
+            drafts.push(EventDraft::state(event_type, "", content));
+        }
+    }
+    for (event_type, state_key, content) in &req.initial_state {
+        drafts.push(EventDraft::state(event_type.as_str().into(), state_key.clone(), content.clone()));
+    }
+    if let Some(name) = &req.name {
+        drafts.push(EventDraft::state(TimelineEventType::RoomName, "", json!({ "name": name })));
+    }
+    if let Some(topic) = &req.topic {
+        drafts.push(EventDraft::state(TimelineEventType::RoomTopic, "", json!({ "topic": topic })));
+    }
+    for invitee in &req.invite {
+        let mut content = Map::new();
+        content.insert("membership".into(), "invite".into());
+        if req.is_direct {
+            content.insert("is_direct".into(), true.into());
+        }
+        drafts.push(EventDraft::state(TimelineEventType::RoomMember, invitee.as_str(), JsonValue::Object(content)));
+    }
+    drafts
 }
 
 /// The spec's default power levels, with the creator at 100. From room version 12 creators
