@@ -4,6 +4,7 @@
 //! (nested keys joined with `__`, e.g. `PARLEY_DATABASE__URL`), then validated.
 //! Every key is documented in `docs/configuration.md`; keep the two in step.
 
+mod federation;
 mod validate;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
@@ -15,7 +16,10 @@ use figment::{
 use ruma::{OwnedServerName, RoomVersionId};
 use serde::{Deserialize, Serialize};
 
-pub use self::validate::{ConfigError, SUPPORTED_ROOM_VERSIONS};
+pub use self::{
+    federation::{FederationConfig, FederationTls},
+    validate::{ConfigError, SUPPORTED_ROOM_VERSIONS},
+};
 
 /// The whole configuration of one homeserver.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -45,6 +49,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     #[serde(default)]
     pub push: PushConfig,
+    #[serde(default)]
+    pub federation: FederationConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -287,7 +293,7 @@ pub struct PushConfig {
     /// Address ranges (CIDR) push gateways may not resolve to, so that a pusher cannot be
     /// aimed at internal services. Defaults to loopback, private, link-local and other
     /// non-public ranges.
-    #[serde(default = "default_push_blocklist")]
+    #[serde(default = "default_ip_blocklist")]
     pub ip_range_blocklist: Vec<ipnet::IpNet>,
     /// Ranges allowed even though the blocklist covers them (e.g. a gateway on the LAN).
     #[serde(default)]
@@ -300,14 +306,16 @@ pub struct PushConfig {
 impl Default for PushConfig {
     fn default() -> Self {
         Self {
-            ip_range_blocklist: default_push_blocklist(),
+            ip_range_blocklist: default_ip_blocklist(),
             ip_range_allowlist: Vec::new(),
             gateway_timeout_secs: default_gateway_timeout(),
         }
     }
 }
 
-fn default_push_blocklist() -> Vec<ipnet::IpNet> {
+/// Loopback, private, link-local and other non-public ranges: where outbound requests made
+/// on someone else's say-so (push gateways, other servers) may not go by default.
+fn default_ip_blocklist() -> Vec<ipnet::IpNet> {
     [
         "0.0.0.0/8",
         "10.0.0.0/8",

@@ -67,6 +67,19 @@ impl Config {
         if rates.burst == 0 {
             return Err(ConfigError::new("rate_limits.burst", "must be at least 1"));
         }
+        let federation = &self.federation;
+        if federation.tls_certificate.is_some() != federation.tls_private_key.is_some() {
+            return Err(ConfigError::new(
+                "federation.tls_certificate",
+                "tls_certificate and tls_private_key go together: set both, or neither for a self-signed pair",
+            ));
+        }
+        if federation.max_request_body_bytes < 65_536 {
+            return Err(ConfigError::new("federation.max_request_body_bytes", "must be at least 65536 (one PDU)"));
+        }
+        if federation.request_timeout_secs == 0 {
+            return Err(ConfigError::new("federation.request_timeout_secs", "must be at least 1"));
+        }
         let http = &self.http;
         if http.max_request_body_bytes < 1024 {
             return Err(ConfigError::new("http.max_request_body_bytes", "must be at least 1024"));

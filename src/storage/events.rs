@@ -118,6 +118,8 @@ pub struct PersistEvent<'a> {
     pub push_actions: &'a [super::push::PushActionRow],
     /// Notifications for the recipients' pushers, queued with the event.
     pub push_queue: &'a [super::push::NewQueuedPush],
+    /// Servers to send the event to: it enters their federation queues with it.
+    pub outbox: &'a [ruma::OwnedServerName],
 }
 
 /// A client transaction: the device, the request scope (path) and the client's ID.

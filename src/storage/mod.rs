@@ -9,6 +9,7 @@ pub mod account_data;
 pub mod backup;
 pub mod devices;
 pub mod events;
+pub mod federation;
 pub mod filters;
 pub mod keys;
 pub mod push;
@@ -78,6 +79,7 @@ pub struct Storage {
     pub events: Arc<dyn EventStore>,
     pub state: Arc<dyn StateStore>,
     pub server_keys: Arc<dyn server_keys::ServerKeyStore>,
+    pub federation: Arc<dyn federation::FederationStore>,
     pub filters: Arc<dyn filters::FilterStore>,
     pub receipts: Arc<dyn receipts::ReceiptStore>,
     pub presence: Arc<dyn receipts::PresenceStore>,

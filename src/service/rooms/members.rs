@@ -4,9 +4,12 @@
 //! knocking). The timeline changes memberships in the same transaction as the event that
 //! changes them, then applies the same change here, under a write generation.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId};
 
 use crate::{
     error::{Error, Result},
@@ -22,9 +25,69 @@ pub fn is_audience(membership: &str) -> bool {
     matches!(membership, "join" | "invite" | "knock")
 }
 
+/// The memberships that put a user's server in the room: it receives the room's events.
+pub fn is_member_server(membership: &str) -> bool {
+    membership == "join"
+}
+
+/// Whom a room's events concern: its joined, invited and knocking users, and the servers of
+/// its joined users (which federation sends its events to).
+#[derive(Clone, Debug, Default)]
+pub struct RoomAudience {
+    /// Each user, and whether they are joined.
+    users: HashMap<OwnedUserId, bool>,
+    /// Joined users per server.
+    servers: HashMap<OwnedServerName, usize>,
+}
+
+impl RoomAudience {
+    pub fn iter(&self) -> impl Iterator<Item = &OwnedUserId> {
+        self.users.keys()
+    }
+
+    pub fn contains(&self, user_id: &UserId) -> bool {
+        self.users.contains_key(user_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The servers with a joined user.
+    pub fn servers(&self) -> impl Iterator<Item = &OwnedServerName> {
+        self.servers.keys()
+    }
+
+    fn set(&mut self, user: &OwnedUserId, membership: &str) {
+        let was_joined = self.users.get(user).copied().unwrap_or(false);
+        let joined = is_member_server(membership);
+        if is_audience(membership) {
+            self.users.insert(user.clone(), joined);
+        } else {
+            self.users.remove(user);
+        }
+        match (was_joined, joined) {
+            (false, true) => *self.servers.entry(user.server_name().to_owned()).or_default() += 1,
+            (true, false) => {
+                if let Some(count) = self.servers.get_mut(user.server_name()) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.servers.remove(user.server_name());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 pub struct Members {
     storage: Storage,
-    audiences: BoundedLru<OwnedRoomId, Arc<HashSet<OwnedUserId>>>,
+    audiences: BoundedLru<OwnedRoomId, Arc<RoomAudience>>,
     generations: Generations,
 }
 
@@ -54,24 +117,25 @@ impl Members {
     }
 
     /// The users an event in the room concerns.
-    pub async fn audience_of(&self, room_id: &RoomId) -> Result<Arc<HashSet<OwnedUserId>>> {
-        if let Some(users) = self.audiences.get(&room_id.to_owned()) {
-            return Ok(users);
+    pub async fn audience_of(&self, room_id: &RoomId) -> Result<Arc<RoomAudience>> {
+        if let Some(audience) = self.audiences.get(&room_id.to_owned()) {
+            return Ok(audience);
         }
         let snapshot = self.generations.snapshot(room_id);
-        let users: HashSet<OwnedUserId> = self
-            .storage
-            .state
-            .room_members(room_id, &["join", "invite", "knock"])
-            .await?
-            .into_iter()
-            .map(|m| m.user_id)
-            .collect();
-        let users = Arc::new(users);
-        if self.generations.unchanged(snapshot) {
-            self.audiences.put(room_id.to_owned(), Arc::clone(&users), users.len().max(1));
+        let mut audience = RoomAudience::default();
+        for member in self.storage.state.room_members(room_id, &["join", "invite", "knock"]).await? {
+            audience.set(&member.user_id, &member.membership);
         }
-        Ok(users)
+        let audience = Arc::new(audience);
+        if self.generations.unchanged(snapshot) {
+            self.audiences.put(room_id.to_owned(), Arc::clone(&audience), audience.len().max(1));
+        }
+        Ok(audience)
+    }
+
+    /// The servers with a user joined to the room.
+    pub async fn servers_of(&self, room_id: &RoomId) -> Result<HashSet<OwnedServerName>> {
+        Ok(self.audience_of(room_id).await?.servers().cloned().collect())
     }
 
     /// Marks a change of the room's memberships under way; see `cache::Generations`.
@@ -84,17 +148,13 @@ impl Members {
         if changes.is_empty() {
             return;
         }
-        self.audiences.update(&room_id.to_owned(), |users| {
-            let mut next = (**users).clone();
+        self.audiences.update(&room_id.to_owned(), |audience| {
+            let mut next = (**audience).clone();
             for (user, membership, _) in changes {
-                if is_audience(membership) {
-                    next.insert(user.clone());
-                } else {
-                    next.remove(user);
-                }
+                next.set(user, membership);
             }
-            *users = Arc::new(next);
-            users.len().max(1)
+            *audience = Arc::new(next);
+            audience.len().max(1)
         });
     }
 

@@ -223,6 +223,17 @@ impl SqlEvents {
             });
             insert.build().execute(&mut **tx).await?;
         }
+        for chunk in ev.outbox.chunks(ROWS_PER_INSERT) {
+            let mut insert =
+                QueryBuilder::<Db>::new("INSERT INTO federation_outbox (destination, room_id, event_id, created_at) ");
+            insert.push_values(chunk, |mut row, destination| {
+                row.push_bind(destination.as_str())
+                    .push_bind(ev.room_id.as_str())
+                    .push_bind(ev.event_id.as_str())
+                    .push_bind(ev.origin_server_ts);
+            });
+            insert.build().execute(&mut **tx).await?;
+        }
         for push in ev.push_queue {
             sqlx::query(
                 "INSERT INTO push_queue (user_id, app_id, pushkey, event_id, room_id, highlight, actions, next_attempt_at) \

@@ -15,6 +15,9 @@ mod dialect;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/events.rs"]
 mod events;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/federation.rs"]
+mod federation;
 mod filters;
 mod keys;
 mod push;
@@ -93,6 +96,7 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         events: Arc::new(events::SqlEvents(db.clone())),
         state: Arc::new(state::SqlState(db.clone())),
         server_keys: Arc::new(server_keys::SqlServerKeys(db.clone())),
+        federation: Arc::new(federation::SqlFederation(db.clone())),
         filters: Arc::new(filters::SqliteFilters(db.clone())),
         receipts: Arc::new(receipts::SqliteReceipts(db.clone())),
         presence: Arc::new(receipts::SqliteReceipts(db.clone())),

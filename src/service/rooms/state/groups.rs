@@ -44,7 +44,8 @@ impl GroupPlan {
 /// resolution can drop an entry; deltas cannot express that, so such a state is a snapshot.)
 pub fn plan(base: Option<&GroupBase>, target: &StateMap) -> GroupPlan {
     if let Some(base) = base {
-        if *base.map == *target {
+        // Most events leave the state as they found it, and share its map: no need to look.
+        if std::ptr::eq(&*base.map, target) || *base.map == *target {
             return GroupPlan::Existing { id: base.id, chain_len: base.chain_len };
         }
         let removes = base.map.keys().any(|key| !target.contains_key(key));
@@ -67,6 +68,9 @@ pub fn plan(base: Option<&GroupBase>, target: &StateMap) -> GroupPlan {
 
 /// The entries of the current state that change from `old` to `new`: set, or removed.
 pub fn diff(old: &StateMap, new: &StateMap) -> Vec<(String, String, Option<OwnedEventId>)> {
+    if std::ptr::eq(old, new) {
+        return Vec::new();
+    }
     let mut changes: Vec<_> = new
         .iter()
         .filter(|(key, id)| old.get(*key) != Some(*id))

@@ -108,6 +108,8 @@ struct Plan {
     new_room: Option<(String, OwnedUserId, i64)>,
     push: PushOutcome,
     wake: Vec<OwnedUserId>,
+    /// Servers the event goes to.
+    outbox: Vec<ruma::OwnedServerName>,
 }
 
 fn push_plan(groups: &mut Vec<NewGroup>, plan: GroupPlan) -> GroupRef {
@@ -181,6 +183,22 @@ impl Timeline {
                 wake.extend(next.memberships.iter().map(|(user, _, _)| user.clone()));
             }
         }
+        // A live event of this server goes to every other server in the room, as it is after
+        // the event (so a server whose user just joined gets the join).
+        let outbox = if live && pdu.sender.server_name() == self.config.server_name {
+            let mut servers = self.members.servers_of(&pdu.room_id).await?;
+            if let Some(next) = &next {
+                for (user, membership, _) in &next.memberships {
+                    if crate::service::rooms::members::is_member_server(membership) {
+                        servers.insert(user.server_name().to_owned());
+                    }
+                }
+            }
+            servers.remove(&self.config.server_name);
+            servers.into_iter().collect()
+        } else {
+            Vec::new()
+        };
         let plan = Plan {
             guard: guard.share(),
             head: Arc::clone(head),
@@ -198,6 +216,7 @@ impl Timeline {
             new_room: new_room.map(|r| (r.room_version.to_owned(), r.creator.to_owned(), r.created_at)),
             push,
             wake,
+            outbox,
             pdu,
         };
         let publisher = self.publisher.clone();
@@ -384,6 +403,7 @@ impl Publisher {
                 new_room,
                 push_actions: &plan.push.actions,
                 push_queue: &plan.push.queue,
+                outbox: &plan.outbox,
             })
             .await;
         let written = match result {
