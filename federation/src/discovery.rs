@@ -43,6 +43,10 @@ use crate::{
 /// The port a server listens on for federation when nothing says otherwise.
 pub const DEFAULT_PORT: u16 = 8448;
 
+/// SRV targets kept, best first: each is resolved before connecting, and a remote's DNS must
+/// not be able to make one request do unbounded work.
+const MAX_SRV_TARGETS: usize = 8;
+
 /// A host to connect to, or to check a certificate against.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -329,8 +333,11 @@ impl Resolver {
                     if ordered.is_empty() {
                         return Err(DiscoveryError::ServiceUnavailable { name });
                     }
-                    let targets =
-                        ordered.into_iter().map(|r| Target { host: Host::Name(r.target), port: r.port }).collect();
+                    let targets = ordered
+                        .into_iter()
+                        .take(MAX_SRV_TARGETS)
+                        .map(|r| Target { host: Host::Name(r.target), port: r.port })
+                        .collect();
                     return Ok((targets, step));
                 }
                 Err(DnsError::NotFound { .. }) => continue,

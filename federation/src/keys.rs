@@ -20,7 +20,10 @@ use ruma::{
 pub use self::{
     fetcher::{KeyCache, KeyCacheError, KeyFetchError, KeyFetcher, KeyFetcherConfig, StoredResponse, TrustedNotary},
     notary::sign_as_notary,
-    remote::{CachedKey, DEFAULT_MAX_VALIDITY, KeyVerifyError, VerifiedKeys, verify_notary_keys, verify_server_keys},
+    remote::{
+        CachedKey, DEFAULT_MAX_VALIDITY, KeyVerifyError, VerifiedKeys, signers_of, verify_notary_keys,
+        verify_server_keys,
+    },
 };
 
 /// An ed25519 key pair with its key ID (`ed25519:<version>`).

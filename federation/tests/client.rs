@@ -317,3 +317,37 @@ async fn unreachable_and_unknown_servers() {
     let err = client.send(server_name!("nowhere.test"), profile_request()).await.unwrap_err();
     assert!(matches!(err, ClientError::Discovery { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn well_known_delegation_end_to_end() {
+    let ca = TestCa::new();
+    let origin = Origin::new();
+    // One HTTPS server answers .well-known for example.test and federation for
+    // fed.example.test, on a port known once it listens.
+    let port = Arc::new(OnceLock::<u16>::new());
+    let well_known_port = port.clone();
+    let router = verifying_router(origin.public_keys(), "example.test").route(
+        "/.well-known/matrix/server",
+        get(move || async move {
+            Json(json!({"m.server": format!("fed.example.test:{}", well_known_port.get().unwrap())}))
+        }),
+    );
+    let server = spawn_tls(router, &ca.leaf(&["example.test", "fed.example.test"])).await;
+    port.set(server.port()).unwrap();
+    let client =
+        origin.client(resolver_config(&ca, server.port()), loopback_dns(&["example.test", "fed.example.test"]));
+
+    client.send(server_name!("example.test"), profile_request()).await.unwrap();
+    let delegated = format!("fed.example.test:{}", server.port());
+    assert_eq!(
+        server.seen.requests(),
+        vec![
+            ("/.well-known/matrix/server".to_owned(), Some("example.test".to_owned())),
+            (PROFILE.to_owned(), Some(delegated)),
+        ]
+    );
+    assert_eq!(
+        server.seen.sni.lock().unwrap().clone(),
+        vec![Some("example.test".to_owned()), Some("fed.example.test".to_owned())]
+    );
+}

@@ -18,7 +18,7 @@ use parley_federation::{
     discovery::{Resolver, StaticDns},
     keys::{
         CachedKey, KeyCache, KeyCacheError, KeyFetchError, KeyFetcher, KeyFetcherConfig, StoredResponse, TrustedNotary,
-        VerifiedKeys, sign_as_notary, verify_notary_keys,
+        VerifiedKeys, sign_as_notary, signers_of, verify_notary_keys,
     },
 };
 use ruma::{
@@ -199,6 +199,27 @@ async fn direct_fetch_is_verified_stored_and_reused() {
         assert_eq!(result.unwrap().len(), 1);
     }
     assert_eq!(server.seen.hits(SERVER_KEYS), 1);
+}
+
+#[tokio::test]
+async fn public_key_map_for_a_signed_object() {
+    let origin = server_name!("origin.test");
+    let key = SigningKey::generate("o1").unwrap();
+    let mut net = Net::new();
+    net.spawn(origin, serves_keys(key_response(origin, &key, &[], hours_from_now(24)))).await;
+    net.down(server_name!("gone.test"));
+    let fetcher = net.fetcher(Arc::new(MemoryCache::default()), KeyFetcherConfig::default());
+
+    let mut object: CanonicalJsonObject = serde_json::from_value(json!({"type": "m.test"})).unwrap();
+    key.sign_json(origin, &mut object).unwrap();
+    let gone = SigningKey::generate("g1").unwrap();
+    gone.sign_json(server_name!("gone.test"), &mut object).unwrap();
+
+    let map = fetcher.public_key_map(&signers_of(&object), Some(now())).await;
+    assert_eq!(map.keys().collect::<Vec<_>>(), vec!["origin.test"], "the unreachable signer is left out");
+    let only_origin = ruma::signatures::PublicKeyMap::from([("origin.test".to_owned(), map["origin.test"].clone())]);
+    object.get_mut("signatures").and_then(|s| s.as_object_mut()).unwrap().remove("gone.test");
+    ruma::signatures::verify_json(&only_origin, &object).unwrap();
 }
 
 #[tokio::test]

@@ -70,6 +70,16 @@ async fn srv_targets_keep_the_hostname_as_host_and_tls_name() {
 }
 
 #[tokio::test]
+async fn srv_targets_are_capped() {
+    let dns = Arc::new(StaticDns::new());
+    let records = (0..100).map(|i| srv(i, &format!("t{i}.example.net"), 8448)).collect();
+    dns.set_srv("_matrix-fed._tcp.example.org", records);
+    let d = resolver(dns, &[]).resolve(server_name!("example.org")).await.expect("resolve");
+    assert_eq!(d.targets.len(), MAX_SRV_TARGETS);
+    assert_eq!(d.targets[0].host, Host::Name("t0.example.net".into()), "the best ones are kept");
+}
+
+#[tokio::test]
 async fn srv_dot_target_means_unavailable() {
     let dns = Arc::new(StaticDns::new());
     dns.set_srv("_matrix-fed._tcp.example.org", vec![srv(0, ".", 0)]);

@@ -14,7 +14,7 @@ use ruma::{
         ServerSigningKeys, get_remote_server_keys, get_remote_server_keys_batch, get_server_keys,
     },
     serde::{Base64, Raw},
-    signatures::PublicKeySet,
+    signatures::{PublicKeyMap, PublicKeySet},
 };
 
 use super::remote::{
@@ -201,6 +201,27 @@ impl KeyFetcher {
         }
         let (found, _) = usable(&self.cache.get(server).await?, &wanted, valid_at);
         done(server, key_ids, found, last_error)
+    }
+
+    /// Keys for the signatures of `signers` (server → key IDs, see
+    /// [`super::signers_of`]) valid at `valid_at`, as ruma's `verify_event`, `verify_json` and
+    /// `XMatrix::verify_http_request` take them. A server none of whose keys can be found is
+    /// left out, so verification then fails naming it.
+    pub async fn public_key_map(
+        &self,
+        signers: &BTreeMap<OwnedServerName, Vec<OwnedServerSigningKeyId>>,
+        valid_at: Option<MilliSecondsSinceUnixEpoch>,
+    ) -> PublicKeyMap {
+        let mut map = PublicKeyMap::new();
+        for (server, key_ids) in signers {
+            match self.get_keys(server, key_ids, valid_at).await {
+                Ok(keys) => {
+                    map.insert(server.to_string(), keys);
+                }
+                Err(e) => tracing::info!(%server, error = %e, "no key to verify a signature with"),
+            }
+        }
+        map
     }
 
     /// `GET /_matrix/key/v2/server` on `server`; the verified response is stored.

@@ -104,6 +104,26 @@ pub fn verify_notary_keys(
     Ok(verified)
 }
 
+/// Who signed `object` and with which keys, read from its `signatures`: what
+/// [`KeyFetcher::public_key_map`](super::KeyFetcher::public_key_map) needs. Entries that are
+/// not a server name and an `ed25519` key ID are skipped (nothing could verify them).
+pub fn signers_of(object: &CanonicalJsonObject) -> BTreeMap<OwnedServerName, Vec<OwnedServerSigningKeyId>> {
+    let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else { return BTreeMap::new() };
+    signatures
+        .iter()
+        .filter_map(|(server, by_key)| {
+            let server = OwnedServerName::try_from(server.as_str()).ok()?;
+            let CanonicalJsonValue::Object(by_key) = by_key else { return None };
+            let key_ids: Vec<OwnedServerSigningKeyId> = by_key
+                .keys()
+                .filter_map(|id| OwnedServerSigningKeyId::try_from(id.as_str()).ok())
+                .filter(|id| id.algorithm() == SigningKeyAlgorithm::Ed25519)
+                .collect();
+            (!key_ids.is_empty()).then_some((server, key_ids))
+        })
+        .collect()
+}
+
 fn parse(
     response: &Raw<ServerSigningKeys>,
     server: &ServerName,
@@ -255,6 +275,17 @@ mod tests {
         assert!(verified.keys[1].expired);
         assert_eq!(verified.keys[1].valid_until_ts, ts(now - DAY));
         assert_eq!(verified.response, object);
+    }
+
+    #[test]
+    fn signers_are_read_from_signatures() {
+        let (a, b) = (SigningKey::generate("a").expect("key"), SigningKey::generate("b").expect("key"));
+        let object = response(server_name!("origin.test"), &[&a], &[], DAY, &[&a, &b]);
+        let signers = signers_of(&object);
+        assert_eq!(signers.len(), 1);
+        let ids: Vec<&str> = signers[server_name!("origin.test")].iter().map(|id| id.as_str()).collect();
+        assert_eq!(ids, vec!["ed25519:a", "ed25519:b"]);
+        assert!(signers_of(&CanonicalJsonObject::new()).is_empty());
     }
 
     #[test]
