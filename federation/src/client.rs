@@ -238,10 +238,12 @@ impl FederationClient {
         let key = server.to_owned();
         {
             let mut clients = self.lock_clients();
+            // The same route keeps its client and connections, even if SRV weights reordered
+            // the targets; the client keeps the order it was built with.
             if let Some((cached, client)) = clients.get(&key, now)
-                && *cached == destination
+                && cached.same_route(&destination)
             {
-                return Ok((destination, client.clone()));
+                return Ok((cached.clone(), client.clone()));
             }
         }
         let client = self.build_client(&destination)?;

@@ -121,6 +121,22 @@ pub struct Destination {
     pub step: Step,
 }
 
+impl Destination {
+    /// Whether `other` reaches the same place the same way, whatever the order of the
+    /// targets (SRV weights reshuffle them at each discovery).
+    pub fn same_route(&self, other: &Destination) -> bool {
+        let sorted = |d: &Destination| {
+            let mut targets: Vec<String> = d.targets.iter().map(Target::to_string).collect();
+            targets.sort();
+            targets
+        };
+        self.server_name == other.server_name
+            && self.host_header == other.host_header
+            && self.tls_name == other.tls_name
+            && sorted(self) == sorted(other)
+    }
+}
+
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error(transparent)]
@@ -155,8 +171,9 @@ pub struct ResolverConfig {
     pub tls: TlsOptions,
     /// Entries in each cache (destinations, `.well-known` answers).
     pub cache_capacity: usize,
-    /// Longest time a discovered destination is reused before it is looked up again. The
-    /// DNS resolver caches records by their own TTL underneath.
+    /// Longest time a discovered destination is reused before it is looked up again, so that
+    /// changed SRV records are seen (the DNS resolver caches records by their own TTL
+    /// underneath, and `.well-known` answers have their own cache).
     pub max_cache_ttl: Duration,
     /// How long a failed discovery is remembered.
     pub failure_ttl: Duration,
@@ -178,7 +195,7 @@ impl Default for ResolverConfig {
             ip_filter: IpFilter::default(),
             tls: TlsOptions::default(),
             cache_capacity: 10_000,
-            max_cache_ttl: Duration::from_secs(3600),
+            max_cache_ttl: Duration::from_secs(600),
             failure_ttl: Duration::from_secs(60),
             well_known_timeout: Duration::from_secs(10),
             well_known_max_body: 64 * 1024,

@@ -33,7 +33,14 @@ impl IpFilter {
         if self.allowed.iter().any(|net| net.contains(&ip)) {
             return true;
         }
-        !self.blocked.iter().any(|net| net.contains(&ip))
+        if self.blocked.iter().any(|net| net.contains(&ip)) {
+            return false;
+        }
+        // Through a NAT64 gateway, 64:ff9b::a.b.c.d reaches a.b.c.d: judge that address too.
+        match nat64_embedded(ip) {
+            Some(v4) => self.is_allowed(IpAddr::V4(v4)),
+            None => true,
+        }
     }
 }
 
@@ -42,6 +49,17 @@ impl Default for IpFilter {
     fn default() -> Self {
         Self::new(default_blocklist(), Vec::new())
     }
+}
+
+/// The IPv4 address inside a well-known-prefix NAT64 address (RFC 6052, `64:ff9b::/96`).
+fn nat64_embedded(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else { return None };
+    let segments = v6.segments();
+    if segments[..6] != [0x64, 0xff9b, 0, 0, 0, 0] {
+        return None;
+    }
+    let [.., a, b, c, d] = v6.octets();
+    Some(std::net::Ipv4Addr::new(a, b, c, d))
 }
 
 /// Loopback, private, link-local, shared, documentation, benchmarking, multicast and other
@@ -110,7 +128,9 @@ mod tests {
         ] {
             assert!(!filter.is_allowed(ip(blocked)), "{blocked} must be blocked");
         }
-        for allowed in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1"] {
+        assert!(!filter.is_allowed(ip("64:ff9b::10.0.0.1")), "NAT64 to a private address");
+        assert!(!filter.is_allowed(ip("64:ff9b::127.0.0.1")), "NAT64 to loopback");
+        for allowed in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1", "64:ff9b::1.1.1.1"] {
             assert!(filter.is_allowed(ip(allowed)), "{allowed} must be allowed");
         }
     }

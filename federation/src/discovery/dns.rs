@@ -228,6 +228,14 @@ mod tests {
         assert!(targets[..2].contains(&"a") && targets[..2].contains(&"b"));
     }
 
+    #[tokio::test]
+    async fn hickory_reads_the_hosts_file() {
+        // No network needed: `localhost` comes from /etc/hosts, which hickory reads.
+        let dns = HickoryDns::from_system_conf().expect("system resolver config");
+        let ips = dns.ip("localhost").await.expect("localhost resolves");
+        assert!(ips.iter().all(|ip| ip.is_loopback()), "{ips:?}");
+    }
+
     #[test]
     fn weights_bias_the_order() {
         let mut heavy_first = 0;

@@ -80,6 +80,26 @@ async fn srv_targets_are_capped() {
 }
 
 #[tokio::test]
+async fn reordered_targets_are_the_same_route() {
+    let dns = Arc::new(StaticDns::new());
+    dns.set_srv(
+        "_matrix-fed._tcp.example.org",
+        vec![
+            SrvRecord { priority: 1, weight: 50, port: 1, target: "a.test".into() },
+            SrvRecord { priority: 1, weight: 50, port: 2, target: "b.test".into() },
+        ],
+    );
+    let r = resolver(dns, &[]);
+    let first = r.resolve(server_name!("example.org")).await.expect("resolve");
+    let mut reordered = first.clone();
+    reordered.targets.reverse();
+    assert!(first.same_route(&reordered));
+    let mut elsewhere = first.clone();
+    elsewhere.targets[0].port = 3;
+    assert!(!first.same_route(&elsewhere));
+}
+
+#[tokio::test]
 async fn srv_dot_target_means_unavailable() {
     let dns = Arc::new(StaticDns::new());
     dns.set_srv("_matrix-fed._tcp.example.org", vec![srv(0, ".", 0)]);
