@@ -170,15 +170,15 @@ impl FederationClient {
         let key = self.inner.config.signing_key.clone();
         let dest = destination.to_owned();
         self.with_timeout(destination, async move {
-            let (target, client) = self.client_for(&dest).await?;
+            let (route, client) = self.client_for(&dest).await?;
             let http_request = request
                 .try_into_http_request::<Vec<u8>>(
-                    &base_url(&target),
+                    &base_url(&route),
                     R::Authentication::input(&origin, &dest, key.pair()),
                     R::PathBuilder::input(),
                 )
                 .map_err(|e| ClientError::Request { server: dest.clone(), source: e.into() })?;
-            self.execute(&target, &client, http_request).await
+            self.execute(&route, &client, http_request).await
         })
         .await
     }
@@ -197,9 +197,9 @@ impl FederationClient {
             |e: Box<dyn std::error::Error + Send + Sync>| ClientError::Request { server: dest.clone(), source: e };
         let body = body.map(serde_json::to_vec).transpose().map_err(|e| request_error(e.into()))?;
         self.with_timeout(destination, async {
-            let (target, client) = self.client_for(&dest).await?;
+            let (route, client) = self.client_for(&dest).await?;
             let mut builder =
-                http::Request::builder().method(method).uri(format!("{}{path_and_query}", base_url(&target)));
+                http::Request::builder().method(method).uri(format!("{}{path_and_query}", base_url(&route)));
             if body.is_some() {
                 builder = builder.header(header::CONTENT_TYPE, "application/json");
             }
@@ -210,7 +210,7 @@ impl FederationClient {
                 self.inner.config.signing_key.pair(),
             );
             ServerSignatures::add_authentication(&mut http_request, input).map_err(|e| request_error(e.into()))?;
-            self.execute(&target, &client, http_request).await
+            self.execute(&route, &client, http_request).await
         })
         .await
     }
@@ -295,11 +295,18 @@ impl FederationClient {
             .map_err(|e| ClientError::Request { server: server.clone(), source: e.into() })?;
         request.headers_mut().insert(header::HOST, host);
 
+        let method = request.method().clone();
+        let path = request.url().path().to_owned();
         let response = match client.execute(request).await {
             Ok(response) => response,
-            Err(e) => return Err(self.send_error(destination, e)),
+            Err(e) => {
+                let error = self.send_error(destination, e);
+                tracing::debug!(%server, %method, path, error = %error, "federation request failed");
+                return Err(error);
+            }
         };
         let status = response.status();
+        tracing::debug!(%server, %method, path, %status, "federation request");
         let headers = response.headers().clone();
         let limit = self.inner.config.max_body_size;
         let body = read_limited(response, limit).await.map_err(|e| match e {
