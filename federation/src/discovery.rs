@@ -214,6 +214,9 @@ pub struct Resolver {
     overrides: BTreeMap<OwnedServerName, Destination>,
     well_known: WellKnown,
     cache: Mutex<TtlCache<OwnedServerName, Result<Destination, DiscoveryError>>>,
+    /// One lock per server being discovered, so concurrent requests to a cold destination
+    /// make one `.well-known` fetch and one set of SRV queries.
+    in_flight: Mutex<TtlCache<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
     config: ResolverConfig,
 }
 
@@ -235,6 +238,7 @@ impl Resolver {
             overrides,
             well_known,
             cache: Mutex::new(TtlCache::new(config.cache_capacity)),
+            in_flight: Mutex::new(TtlCache::new(config.cache_capacity)),
             config,
         })
     }
@@ -247,9 +251,26 @@ impl Resolver {
         if let Some(destination) = literal_destination(server) {
             return Ok(destination);
         }
-        let now = Instant::now();
-        if let Some(cached) = self.lock_cache().get(&server.to_owned(), now) {
-            return cached.clone();
+        if let Some(cached) = self.cached(server) {
+            return cached;
+        }
+        let lock = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            match in_flight.get(&server.to_owned(), now) {
+                Some(lock) => lock.clone(),
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    // Long enough to outlive any discovery; it is only a lock.
+                    in_flight.insert(server.to_owned(), lock.clone(), now + Duration::from_secs(600));
+                    lock
+                }
+            }
+        };
+        let _discovering = lock.lock().await;
+        // Whoever held the lock has probably just cached the answer.
+        if let Some(cached) = self.cached(server) {
+            return cached;
         }
 
         let result = self.discover(server).await;
@@ -266,6 +287,10 @@ impl Resolver {
         }
         self.lock_cache().insert(server.to_owned(), result.clone(), expires);
         result
+    }
+
+    fn cached(&self, server: &ServerName) -> Option<Result<Destination, DiscoveryError>> {
+        self.lock_cache().get(&server.to_owned(), Instant::now()).cloned()
     }
 
     /// Forgets the cached destination of `server` (for example after its addresses all

@@ -211,6 +211,18 @@ async fn answers_are_cached_by_their_headers() {
 }
 
 #[tokio::test]
+async fn concurrent_discoveries_of_one_server_fetch_once() {
+    let ca = TestCa::new();
+    let server = well_known_server(&ca, &["example.test"], delegating("fed.example.test:8449")).await;
+    let resolver = Resolver::new(resolver_config(&ca, server.port()), loopback_dns(&["example.test"])).unwrap();
+    let lookups = (0..8).map(|_| resolver.resolve(server_name!("example.test")));
+    for result in futures::future::join_all(lookups).await {
+        assert_eq!(result.unwrap().targets, vec![name("fed.example.test", 8449)]);
+    }
+    assert_eq!(server.seen.hits(WELL_KNOWN), 1);
+}
+
+#[tokio::test]
 async fn errors_are_cached_too() {
     let ca = TestCa::new();
     let router = Router::new().route(WELL_KNOWN, get(|| async { StatusCode::BAD_GATEWAY }));
