@@ -1,4 +1,10 @@
-//! The server's ed25519 signing key.
+//! Server keys: this server's ed25519 signing key ([`SigningKey`]), and other servers' keys,
+//! fetched ([`KeyFetcher`]), verified ([`verify_server_keys`], [`verify_notary_keys`]) and
+//! relayed as a notary ([`sign_as_notary`]).
+
+mod fetcher;
+mod notary;
+mod remote;
 
 use std::time::Duration;
 
@@ -9,6 +15,15 @@ use ruma::{
     api::federation::discovery::{ServerSigningKeys, VerifyKey},
     serde::{Base64, Raw},
     signatures::{Ed25519KeyPair, KeyPair as _, sign_json},
+};
+
+pub use self::{
+    fetcher::{KeyCache, KeyCacheError, KeyFetchError, KeyFetcher, KeyFetcherConfig, StoredResponse, TrustedNotary},
+    notary::sign_as_notary,
+    remote::{
+        CachedKey, DEFAULT_MAX_VALIDITY, KeyVerifyError, VerifiedKeys, signers_of, verify_notary_keys,
+        verify_server_keys,
+    },
 };
 
 /// An ed25519 key pair with its key ID (`ed25519:<version>`).
