@@ -34,3 +34,11 @@ CREATE TABLE federation_outbox (
     created_at  BIGINT NOT NULL
 );
 CREATE INDEX federation_outbox_destination ON federation_outbox (destination, id);
+
+-- Each server's latest verified key response, as received (signatures included): what this
+-- server relays when it answers as a notary.
+CREATE TABLE server_key_responses (
+    server_name    TEXT PRIMARY KEY,
+    response       TEXT NOT NULL,
+    valid_until_ts BIGINT NOT NULL
+);

@@ -31,4 +31,10 @@ pub trait ServerKeyStore: Send + Sync {
         keys: &[RemoteKey],
         fetched_at: i64,
     ) -> StorageResult<()>;
+
+    /// Keeps a server's latest verified key response (JSON), to relay as a notary.
+    async fn store_response(&self, server_name: &ServerName, response: &str, valid_until_ts: i64) -> StorageResult<()>;
+
+    /// The stored key response of a server and its `valid_until_ts`.
+    async fn response(&self, server_name: &ServerName) -> StorageResult<Option<(String, i64)>>;
 }

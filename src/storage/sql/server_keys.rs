@@ -57,4 +57,25 @@ impl ServerKeyStore for SqlServerKeys {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn store_response(&self, server_name: &ServerName, response: &str, valid_until_ts: i64) -> StorageResult<()> {
+        sqlx::query(
+            "INSERT INTO server_key_responses (server_name, response, valid_until_ts) VALUES ($1, $2, $3) \
+             ON CONFLICT (server_name) DO UPDATE SET response = excluded.response, \
+             valid_until_ts = excluded.valid_until_ts WHERE excluded.valid_until_ts >= server_key_responses.valid_until_ts",
+        )
+        .bind(server_name.as_str())
+        .bind(response)
+        .bind(valid_until_ts)
+        .execute(self.0.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn response(&self, server_name: &ServerName) -> StorageResult<Option<(String, i64)>> {
+        Ok(sqlx::query_as("SELECT response, valid_until_ts FROM server_key_responses WHERE server_name = $1")
+            .bind(server_name.as_str())
+            .fetch_optional(self.0.reader())
+            .await?)
+    }
 }

@@ -323,7 +323,7 @@ impl Timeline {
             Some(CanonicalJsonValue::Integer(ts)) => i64::from(*ts),
             _ => 0,
         };
-        let keys = self.keys.public_keys(&servers, ts).await?;
+        let keys = self.keys.public_keys(&object, &servers, ts).await?;
         if let Some(server) = servers.iter().find(|s| !keys.contains_key(s.as_str())) {
             return Err(Error::forbidden(format!("No valid signing key is known for {server}")));
         }
