@@ -202,6 +202,17 @@ impl TestServer {
         &self.handle.as_ref().expect("running").services
     }
 
+    /// Waits until the server holds a sync of `user_id` registered for wake-ups, so that
+    /// whatever the test writes next must wake it (or be in the response it is building).
+    pub async fn wait_for_long_poll(&self, user_id: &str) {
+        let user_id = <&ruma::UserId>::try_from(user_id).expect("user ID");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !self.services().notifier.is_waiting(user_id) {
+            assert!(std::time::Instant::now() < deadline, "no sync of {user_id} waiting");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

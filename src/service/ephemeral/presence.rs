@@ -283,10 +283,12 @@ impl PresenceService {
             currently_active: published.currently_active,
             stream_pos: 0,
         };
+        // Who to wake is looked up before the position is taken: an open position holds back
+        // every reader's watermark, so it is held for the write alone.
+        let audience: Vec<OwnedUserId> = self.sharing_rooms_with(user_id).await?.into_iter().collect();
         let mut pos = self.stream.allocate();
         self.notifier.latest().note(Key::Presence, pos.get());
         self.storage.presence.put(&row, &pos).await?;
-        let audience: Vec<OwnedUserId> = self.sharing_rooms_with(user_id).await?.into_iter().collect();
         let notifier = Arc::clone(&self.notifier);
         pos.on_visible(move || notifier.notify_users(audience.iter().map(|u| &**u)));
         Ok(())
