@@ -19,6 +19,7 @@ both_backends!(
     presence_goes_unavailable_and_offline,
     presence_flapping_is_coalesced,
     presence_can_be_disabled,
+    an_abandoned_sync_stops_counting,
 );
 
 fn next(resp: &Value) -> String {
@@ -327,5 +328,45 @@ async fn presence_can_be_disabled(backend: Backend) {
     assert_eq!(body["presence"], "offline");
     let resp = sync(&s, &bob, "").await;
     assert!(resp["presence"]["events"].as_array().is_none_or(Vec::is_empty), "{resp}");
+    s.finish().await;
+}
+
+/// A sync whose client goes away mid-poll (the server drops the handler's future) no longer
+/// counts as running: the user goes offline as if it had ended.
+async fn an_abandoned_sync_stops_counting(backend: Backend) {
+    let Some(s) = TestServer::spawn_with(backend, |c| {
+        c.presence.offline_after_secs = 1;
+        c.presence.min_update_interval_secs = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = s.register("alice").await;
+    let user_id = <&ruma::UserId>::try_from(alice.user_id.as_str()).expect("user ID");
+    let since = next(&sync(&s, &alice, "").await);
+    let polling = {
+        let (http, url, token) =
+            (s.http.clone(), s.url(&format!("/_matrix/client/v3/sync?since={since}&timeout=60000")), alice.token.clone());
+        tokio::spawn(async move { http.get(url).bearer_auth(token).send().await })
+    };
+    s.wait_for_long_poll(&alice.user_id).await;
+    assert_eq!(s.services().presence.syncing(user_id), 1);
+    // The client gives up: its connection closes while the sync waits.
+    polling.abort();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.services().presence.syncing(user_id) != 0 {
+        assert!(Instant::now() < deadline, "the abandoned sync still counts as running");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Asked of the service: a request of alice's own would count as activity.
+    loop {
+        let view = s.services().presence.get(user_id).await.expect("presence");
+        if view.state == "offline" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never went offline: {view:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     s.finish().await;
 }

@@ -43,7 +43,7 @@ async fn sync(
         filter,
         timeout: body.timeout.unwrap_or(Duration::ZERO).min(max),
         use_state_after: body.use_state_after,
-        set_presence: body.set_presence.to_string(),
+        set_presence: body.set_presence.clone(),
     };
     Ok(services.sync.sync(&request).await?.into())
 }

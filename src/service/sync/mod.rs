@@ -15,6 +15,7 @@ use std::{sync::Arc, time::Duration};
 use futures::{StreamExt, TryStreamExt};
 use ruma::{
     OwnedRoomId,
+    presence::PresenceState,
     api::client::{
         filter::FilterDefinition,
         sync::sync_events::v3::{self, GlobalAccountData, Rooms as SyncRooms},
@@ -56,7 +57,7 @@ pub struct SyncRequest {
     pub timeout: Duration,
     pub use_state_after: bool,
     /// `set_presence`: `online` (the default), `unavailable` or `offline`.
-    pub set_presence: String,
+    pub set_presence: PresenceState,
 }
 
 /// What a sync reads besides storage.
@@ -92,10 +93,8 @@ impl SyncService {
     /// Runs one sync; while it runs, the user counts as syncing for presence.
     pub async fn sync(&self, request: &SyncRequest) -> Result<v3::Response> {
         let user_id = &request.user.user_id;
-        self.presence.sync_started(user_id, &request.set_presence);
-        let result = self.sync_inner(request).await;
-        self.presence.sync_ended(user_id);
-        result
+        let _syncing = self.presence.sync_started(user_id, &request.set_presence);
+        self.sync_inner(request).await
     }
 
     async fn sync_inner(&self, request: &SyncRequest) -> Result<v3::Response> {
