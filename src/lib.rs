@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod json_depth;
+mod serve;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -158,6 +158,14 @@ pub struct HttpConfig {
     /// from the connection. Only enable it behind a proxy that sets the header.
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// A connection whose request headers have not all arrived this many seconds after it
+    /// started waiting for them is closed (slow-header clients, idle keep-alives).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Connections served at once; at the limit, new ones wait until one closes. Each costs a
+    /// file descriptor: keep `ulimit -n` above it.
+    #[serde(default = "default_max_connections_http")]
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -167,6 +175,8 @@ impl Default for HttpConfig {
             request_timeout_secs: default_request_timeout(),
             max_sync_timeout_secs: default_max_sync_timeout(),
             trust_forwarded_for: false,
+            header_read_timeout_secs: default_header_read_timeout(),
+            max_connections: default_max_connections_http(),
         }
     }
 }
@@ -178,6 +188,10 @@ impl HttpConfig {
 
     pub fn max_sync_timeout(&self) -> Duration {
         Duration::from_secs(self.max_sync_timeout_secs)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
     }
 }
 
@@ -191,6 +205,14 @@ fn default_request_timeout() -> u64 {
 
 fn default_max_sync_timeout() -> u64 {
     120
+}
+
+fn default_header_read_timeout() -> u64 {
+    30
+}
+
+fn default_max_connections_http() -> usize {
+    20_000
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -7,7 +7,13 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
+use std::time::{Duration, Instant};
+
 use reqwest::StatusCode;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -20,6 +26,8 @@ both_backends!(
     deeply_nested_json_is_refused_everywhere,
     login_without_type_is_refused_without_a_panic,
     bad_inline_filters_and_presence_are_refused,
+    slow_headers_are_cut_off,
+    connections_beyond_the_limit_wait,
 );
 
 /// `levels` nested objects around a number: `{"a":{"a":...1...}}`.
@@ -138,6 +146,48 @@ async fn bad_inline_filters_and_presence_are_refused(backend: Backend) {
     assert_error(&get("set_presence=bogus".to_owned()).await, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     for presence in ["online", "offline", "unavailable"] {
         assert_eq!(get(format!("set_presence={presence}")).await.0, StatusCode::OK, "{presence}");
+    }
+    s.finish().await;
+}
+
+/// A client that starts a request and never finishes its headers is disconnected after
+/// `http.header_read_timeout_secs`.
+async fn slow_headers_are_cut_off(backend: Backend) {
+    let Some(s) = TestServer::spawn_with(backend, |c| c.http.header_read_timeout_secs = 1).await else { return };
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut slow = TcpStream::connect(&addr).await.expect("connect");
+    slow.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n").await.expect("partial headers");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was still open after {:?}", started.elapsed());
+    // Whatever hyper answered (a 408, or nothing), the connection is closed, and others work.
+    assert_eq!(s.get("/_matrix/client/versions", None).await.0, StatusCode::OK);
+    s.finish().await;
+}
+
+/// At `http.max_connections`, a further client is not served until a connection closes.
+async fn connections_beyond_the_limit_wait(backend: Backend) {
+    let Some(s) = TestServer::spawn_with(backend, |c| c.http.max_connections = 2).await else { return };
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let first = TcpStream::connect(&addr).await.expect("connect");
+    let _second = TcpStream::connect(&addr).await.expect("connect");
+    let fresh = || reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().expect("client");
+    let url = s.url("/_matrix/client/versions");
+    // The third connection is never picked up while both slots are held ...
+    let refused = fresh().get(&url).send().await;
+    assert!(refused.is_err_and(|e| e.is_timeout()), "served beyond the limit");
+    // ... and is as soon as one of them closes.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match fresh().get(&url).send().await {
+            Ok(response) => {
+                assert_eq!(response.status(), StatusCode::OK);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "never served after a slot freed: {e}"),
+        }
     }
     s.finish().await;
 }
