@@ -20,6 +20,7 @@ both_backends!(
     presence_flapping_is_coalesced,
     presence_can_be_disabled,
     an_abandoned_sync_stops_counting,
+    typing_after_a_restart_reaches_old_tokens,
 );
 
 fn next(resp: &Value) -> String {
@@ -368,5 +369,39 @@ async fn an_abandoned_sync_stops_counting(backend: Backend) {
         assert!(Instant::now() < deadline, "never went offline: {view:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    s.finish().await;
+}
+
+/// Typing lives in memory, with serials that start over when the server does. A client still
+/// holding a token from before the restart (with a higher serial) must see typing again at
+/// once, and must be told that whatever it saw typing before is over.
+async fn typing_after_a_restart_reaches_old_tokens(backend: Backend) {
+    let Some(s) = TestServer::spawn(backend).await else { return };
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    let typing_path = format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id));
+    let bob_since = next(&sync(&s, &bob, "").await);
+    // Several changes, so that bob's token carries a serial well above a fresh server's.
+    for typing in [true, false, true, false, true] {
+        let (status, _) = s.put(&typing_path, Some(&alice.token), json!({"typing": typing, "timeout": 30000})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, bob_since) = sync_until(&s, &bob, &bob_since, |r| {
+        ephemeral(r, &room, "m.typing").filter(|e| e["content"]["user_ids"] == json!([alice.user_id])).cloned()
+    })
+    .await;
+
+    let db = s.stop().await;
+    let s = TestServer::start_on(db, |_| {}).await;
+    // Alice was typing before the restart; that is over now, and bob hears so.
+    let (ended, bob_since) = sync_until(&s, &bob, &bob_since, |r| ephemeral(r, &room, "m.typing").cloned()).await;
+    assert_eq!(ended["content"]["user_ids"], json!([]), "{ended}");
+    // New typing reaches bob although the new serial is below his token's.
+    let (status, _) = s.put(&typing_path, Some(&alice.token), json!({"typing": true, "timeout": 30000})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (typing, _) = sync_until(&s, &bob, &bob_since, |r| ephemeral(r, &room, "m.typing").cloned()).await;
+    assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]), "{typing}");
     s.finish().await;
 }

@@ -119,7 +119,7 @@ impl SyncService {
             let woken = listener.notify().notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let typing = self.typing.serial();
+            let typing = self.typing.mark();
             let upto = self.stream.watermark();
             let response = self.build(request, SyncToken { pos: upto, typing }).await?;
             let initial = request.since.is_none();
