@@ -89,7 +89,9 @@ mod tests {
         let value = nested(MAX_DEPTH);
         // rooms.join.<room>.timeline.events[].unsigned.m.relations.m.replace.content
         let mut response = value.clone();
-        for key in ["content", "m.replace", "m.relations", "unsigned", "", "events", "timeline", "!r:x", "join", "rooms"] {
+        for key in
+            ["content", "m.replace", "m.relations", "unsigned", "", "events", "timeline", "!r:x", "join", "rooms"]
+        {
             response = if key.is_empty() { format!("[{response}]") } else { format!(r#"{{"{key}":{response}}}"#) };
         }
         assert!(!exceeds(response.as_bytes(), MAX_DEPTH + 10) && exceeds(response.as_bytes(), MAX_DEPTH + 9));

@@ -15,12 +15,12 @@ use axum::{
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, request::Parts};
 use ruma::api::{
-    IncomingRequest,
-    client::session::login, IncomingRequestExt as _, OutgoingResponse, OutgoingResponseExt as _,
+    IncomingRequest, IncomingRequestExt as _, OutgoingResponse, OutgoingResponseExt as _,
     auth_scheme::{
         AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, AuthScheme, NoAccessToken,
         NoAuthentication,
     },
+    client::session::login,
     error::{DeserializationError, FromHttpRequestError},
 };
 

@@ -347,8 +347,11 @@ async fn an_abandoned_sync_stops_counting(backend: Backend) {
     let user_id = <&ruma::UserId>::try_from(alice.user_id.as_str()).expect("user ID");
     let since = next(&sync(&s, &alice, "").await);
     let polling = {
-        let (http, url, token) =
-            (s.http.clone(), s.url(&format!("/_matrix/client/v3/sync?since={since}&timeout=60000")), alice.token.clone());
+        let (http, url, token) = (
+            s.http.clone(),
+            s.url(&format!("/_matrix/client/v3/sync?since={since}&timeout=60000")),
+            alice.token.clone(),
+        );
         tokio::spawn(async move { http.get(url).bearer_auth(token).send().await })
     };
     s.wait_for_long_poll(&alice.user_id).await;

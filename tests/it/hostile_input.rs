@@ -10,11 +10,11 @@ use std::sync::{
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
 };
-use serde_json::{Value, json};
 
 use crate::{
     e2ee_util::token,

@@ -149,7 +149,8 @@ impl State {
     /// initial sync, which hears only of rooms where someone types).
     fn since(&self, room_id: &RoomId, since: Option<TypingMark>) -> Option<Vec<OwnedUserId>> {
         let room = self.rooms.get(room_id);
-        let known = since.map(|mark| mark.epoch == self.epoch && mark.serial >= self.floor && mark.serial <= self.serial);
+        let known =
+            since.map(|mark| mark.epoch == self.epoch && mark.serial >= self.floor && mark.serial <= self.serial);
         let users = match (since, known) {
             // The token's serials mean nothing here: send the room's state, whatever it is.
             (Some(_), Some(false)) => room.map(|room| &room.users),

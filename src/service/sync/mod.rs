@@ -15,11 +15,11 @@ use std::{sync::Arc, time::Duration};
 use futures::{StreamExt, TryStreamExt};
 use ruma::{
     OwnedRoomId,
-    presence::PresenceState,
     api::client::{
         filter::FilterDefinition,
         sync::sync_events::v3::{self, GlobalAccountData, Rooms as SyncRooms},
     },
+    presence::PresenceState,
     serde::Raw,
 };
 use serde_json::value::RawValue;
