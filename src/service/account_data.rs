@@ -65,10 +65,16 @@ impl AccountDataService {
     }
 
     pub async fn get(&self, user_id: &UserId, room_id: Option<&RoomId>, data_type: &str) -> Result<Box<RawValue>> {
-        self.storage
-            .account_data
-            .get(user_id, room_id, data_type)
-            .await?
-            .ok_or_else(|| Error::not_found("Account data not found"))
+        self.find(user_id, room_id, data_type).await?.ok_or_else(|| Error::not_found("Account data not found"))
+    }
+
+    /// The content, if there is any.
+    pub async fn find(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> Result<Option<Box<RawValue>>> {
+        Ok(self.storage.account_data.get(user_id, room_id, data_type).await?)
     }
 }

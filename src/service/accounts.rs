@@ -155,6 +155,12 @@ impl AccountService {
         self.storage.users.profile(user_id).await?.ok_or_else(|| Error::not_found("Profile not found"))
     }
 
+    /// The profile to copy into a member event: the user's, or none for a user without one
+    /// (remote, unknown or deactivated). A failing look-up is an error, not an empty profile.
+    pub async fn member_profile(&self, user_id: &UserId) -> Result<Vec<(String, JsonValue)>> {
+        Ok(self.storage.users.profile(user_id).await?.unwrap_or_default())
+    }
+
     /// Sets or removes one profile field of a local user, keeping the whole profile under the
     /// spec's size limit.
     pub async fn set_profile_field(&self, user_id: &UserId, field: &str, value: Option<JsonValue>) -> Result<()> {

@@ -64,8 +64,11 @@ impl BackupService {
         let number = parse_version(version)?;
         let current = self.storage.backup.version(user_id, Some(number)).await?.ok_or_else(no_backup)?;
         let new = checked_algorithm(algorithm)?;
-        let name = |json: &str| serde_json::from_str::<JsonValue>(json).ok().map(|v| v["algorithm"].clone());
-        if name(&new) != name(&current.algorithm) {
+        // The stored auth data was checked when stored: if it does not parse, that is an
+        // internal error, not a match.
+        let name =
+            |json: &str| -> Result<JsonValue> { Ok(serde_json::from_str::<JsonValue>(json)?["algorithm"].clone()) };
+        if name(&new)? != name(&current.algorithm)? {
             return Err(Error::invalid_param("A backup version's algorithm cannot change"));
         }
         // A `version` in the body, if any, must name the version being updated.

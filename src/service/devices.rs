@@ -43,6 +43,7 @@ impl DeviceService {
     pub async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
         let pos = self.device_lists.position_for(&[user_id]).await?;
         self.storage.devices.delete(user_id, device_ids, &pos).await?;
+        self.device_lists.forget_devices(user_id, device_ids);
         Ok(())
     }
 

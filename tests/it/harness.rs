@@ -72,6 +72,21 @@ impl TestDb {
         self.dir.path().to_path_buf()
     }
 
+    /// Runs one statement directly on the database, behind the server's back (to corrupt
+    /// stored data, for example).
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("connect to sqlite");
+                conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await.expect("statement");
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect to postgres");
+                conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await.expect("statement");
+            }
+        }
+    }
+
     /// Drops the PostgreSQL database; SQLite files go with the temporary directory.
     pub async fn drop_db(self) {
         if let (Some(name), Some(base)) = (&self.pg_name, postgres_base_url())

@@ -54,7 +54,7 @@ async fn change(
     extra: Map<String, JsonValue>,
 ) -> Result<()> {
     let profile = match membership {
-        "join" | "invite" | "knock" => services.accounts.profile(target).await.unwrap_or_default(),
+        "join" | "invite" | "knock" => services.accounts.member_profile(target).await?,
         _ => Vec::new(),
     };
     let change = MembershipChange { room_id, sender, target, membership, reason, extra };

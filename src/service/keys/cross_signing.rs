@@ -139,7 +139,13 @@ impl KeyService {
                     match target_master.filter(|m| public_key(&m.key_id) == key_id) {
                         Some(master) if target_user == signer_id => {
                             // A device vouching for its user's master key.
-                            let device_keys = own_devices.iter().filter_map(|d| device_signing_key(&d.json)).collect();
+                            let device_keys = own_devices
+                                .iter()
+                                .map(|d| device_signing_key(&d.json))
+                                .collect::<Result<Vec<_>>>()?
+                                .into_iter()
+                                .flatten()
+                                .collect();
                             (master.json.clone(), device_keys)
                         }
                         Some(master) => {
@@ -241,11 +247,12 @@ fn public_key(key_id: &str) -> &str {
 }
 
 /// A device's signing key from its device-keys JSON: `(ed25519:<device ID>, public key)`.
-fn device_signing_key(json: &str) -> Option<(String, String)> {
-    let keys: ruma::encryption::DeviceKeys = serde_json::from_str(json).ok()?;
+/// The keys were checked when uploaded, so JSON that does not parse back is an internal error
+/// (logged), not a device without a key.
+fn device_signing_key(json: &str) -> Result<Option<(String, String)>> {
+    let keys: ruma::encryption::DeviceKeys = serde_json::from_str(json)?;
     let key_id = format!("ed25519:{}", keys.device_id);
-    let public = keys.keys.iter().find(|(id, _)| id.as_str() == key_id)?.1.clone();
-    Some((key_id, public))
+    Ok(keys.keys.iter().find(|(id, _)| id.as_str() == key_id).map(|(_, public)| (key_id.clone(), public.clone())))
 }
 
 /// Whether `json` carries a valid signature by `signer`'s key `key_id`.
