@@ -317,6 +317,9 @@ pub struct PushConfig {
     /// Timeout of one request to a push gateway.
     #[serde(default = "default_gateway_timeout")]
     pub gateway_timeout_secs: u64,
+    /// Users whose push rules and pushers are kept in memory, the most recently used.
+    #[serde(default = "default_push_cached_users")]
+    pub cached_users: usize,
 }
 
 impl Default for PushConfig {
@@ -325,6 +328,7 @@ impl Default for PushConfig {
             ip_range_blocklist: default_push_blocklist(),
             ip_range_allowlist: Vec::new(),
             gateway_timeout_secs: default_gateway_timeout(),
+            cached_users: default_push_cached_users(),
         }
     }
 }
@@ -356,6 +360,10 @@ fn default_push_blocklist() -> Vec<ipnet::IpNet> {
 
 fn default_gateway_timeout() -> u64 {
     10
+}
+
+fn default_push_cached_users() -> usize {
+    10_000
 }
 
 impl Config {

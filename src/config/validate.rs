@@ -84,6 +84,9 @@ impl Config {
         if http.max_connections == 0 {
             return Err(ConfigError::new("http.max_connections", "must be at least 1"));
         }
+        if self.push.cached_users == 0 {
+            return Err(ConfigError::new("push.cached_users", "must be at least 1"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             return Err(ConfigError::new(
                 "logging.level",
