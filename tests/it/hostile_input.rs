@@ -32,8 +32,7 @@ both_backends!(
 
 /// `levels` nested objects around a number: `{"a":{"a":...1...}}`.
 fn nested(levels: usize) -> Value {
-    let text = format!("{}1{}", "{\"a\":".repeat(levels), "}".repeat(levels));
-    serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text))
+    serde_json::from_str(&nested_text(levels)).expect("nested JSON")
 }
 
 /// The same as raw text, for depths serde_json will not build a `Value` of.
