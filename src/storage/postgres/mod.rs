@@ -15,6 +15,9 @@ mod state;
 #[path = "../sql/account_data.rs"]
 mod account_data;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/assemble.rs"]
+mod assemble;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/backup.rs"]
 mod backup;
 #[allow(clippy::duplicate_mod)]
@@ -49,7 +52,7 @@ use std::{sync::Arc, time::Duration};
 
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
-use super::{Backend, Closer, Storage};
+use super::{Backend, Storage};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -85,29 +88,6 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         .await?;
     MIGRATOR.run(&pool).await?;
     let db = Pools { pool };
-    Ok(Storage {
-        backend: Backend::Postgres,
-        users: Arc::new(users::UserStoreSql(db.clone())),
-        devices: Arc::new(devices::DeviceStoreSql(db.clone())),
-        account_data: Arc::new(account_data::AccountDataStoreSql(db.clone())),
-        registration: Arc::new(registration::RegistrationStoreSql(db.clone())),
-        rooms: Arc::new(rooms::RoomStoreSql(db.clone())),
-        events: Arc::new(events::PgEvents(db.clone())),
-        state: Arc::new(state::PgState(db.clone())),
-        filters: Arc::new(filters::FilterStoreSql(db.clone())),
-        receipts: Arc::new(receipts::ReceiptStoreSql(db.clone())),
-        presence: Arc::new(receipts::ReceiptStoreSql(db.clone())),
-        push: Arc::new(push::PushStoreSql(db.clone())),
-        keys: Arc::new(keys::KeyStoreSql(db.clone())),
-        to_device: Arc::new(to_device::ToDeviceStoreSql(db.clone())),
-        backup: Arc::new(backup::BackupStoreSql(db.clone())),
-        closer: Arc::new(db),
-    })
-}
-
-#[async_trait::async_trait]
-impl Closer for Pools {
-    async fn close(&self) {
-        self.pool.close().await;
-    }
+    let (events, state) = (Arc::new(events::PgEvents(db.clone())), Arc::new(state::PgState(db.clone())));
+    Ok(assemble::storage(Backend::Postgres, db, events, state))
 }

@@ -21,6 +21,9 @@ mod state;
 #[path = "../sql/account_data.rs"]
 mod account_data;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/assemble.rs"]
+mod assemble;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/backup.rs"]
 mod backup;
 #[allow(clippy::duplicate_mod)]
@@ -58,7 +61,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use super::{Backend, Closer, Storage};
+use super::{Backend, Storage};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -107,30 +110,6 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
     let reader =
         SqlitePoolOptions::new().max_connections(max_connections).connect_with(options.read_only(true)).await?;
     let db = Pools { writer, reader };
-    Ok(Storage {
-        backend: Backend::Sqlite,
-        users: Arc::new(users::UserStoreSql(db.clone())),
-        devices: Arc::new(devices::DeviceStoreSql(db.clone())),
-        account_data: Arc::new(account_data::AccountDataStoreSql(db.clone())),
-        registration: Arc::new(registration::RegistrationStoreSql(db.clone())),
-        rooms: Arc::new(rooms::RoomStoreSql(db.clone())),
-        events: Arc::new(events::SqliteEvents(db.clone())),
-        state: Arc::new(state::SqliteState(db.clone())),
-        filters: Arc::new(filters::FilterStoreSql(db.clone())),
-        receipts: Arc::new(receipts::ReceiptStoreSql(db.clone())),
-        presence: Arc::new(receipts::ReceiptStoreSql(db.clone())),
-        push: Arc::new(push::PushStoreSql(db.clone())),
-        keys: Arc::new(keys::KeyStoreSql(db.clone())),
-        to_device: Arc::new(to_device::ToDeviceStoreSql(db.clone())),
-        backup: Arc::new(backup::BackupStoreSql(db.clone())),
-        closer: Arc::new(db),
-    })
-}
-
-#[async_trait::async_trait]
-impl Closer for Pools {
-    async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
-    }
+    let (events, state) = (Arc::new(events::SqliteEvents(db.clone())), Arc::new(state::SqliteState(db.clone())));
+    Ok(assemble::storage(Backend::Sqlite, db, events, state))
 }
