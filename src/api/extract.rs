@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode, request::Parts};
+use http::{Method, request::Parts};
 use ruma::api::{
     IncomingRequest, IncomingRequestExt as _, OutgoingResponse, OutgoingResponseExt as _,
     auth_scheme::{
@@ -217,9 +217,7 @@ fn client_ip<B>(request: &http::Request<B>, trust_forwarded_for: bool) -> Option
 /// JSON of the wrong shape M_BAD_JSON, a bad path or query parameter M_INVALID_PARAM.
 fn parse_error(error: FromHttpRequestError) -> Error {
     match error {
-        FromHttpRequestError::MethodMismatch { .. } => {
-            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
-        }
+        FromHttpRequestError::MethodMismatch { .. } => Error::method_not_allowed(),
         FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => match e.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 Error::not_json(format!("Request body is not valid JSON: {e}"))

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use http::StatusCode;
 use ruma::{
     OwnedRoomId, UInt, UserId,
     api::{
@@ -20,7 +19,7 @@ use serde_json::{Value as JsonValue, value::RawValue};
 use crate::{
     error::{Error, Result},
     storage::{
-        Storage,
+        RowWrite, Storage,
         backup::{BackupKey, BackupVersion, KeyScope, PutKeysOutcome},
     },
 };
@@ -78,14 +77,14 @@ impl BackupService {
         {
             return Err(Error::invalid_param("The version in the body does not match the path"));
         }
-        if !self.storage.backup.update_version(user_id, number, &new).await? {
+        if self.storage.backup.update_version(user_id, number, &new).await? == RowWrite::NotFound {
             return Err(no_backup());
         }
         Ok(())
     }
 
     pub async fn delete_version(&self, user_id: &UserId, version: &str) -> Result<()> {
-        if !self.storage.backup.delete_version(user_id, parse_version(version)?).await? {
+        if self.storage.backup.delete_version(user_id, parse_version(version)?).await? == RowWrite::NotFound {
             return Err(no_backup());
         }
         Ok(())
@@ -118,8 +117,7 @@ impl BackupService {
         match self.storage.backup.put_keys(user_id, number, &keys).await? {
             PutKeysOutcome::Stored { etag, count } => Ok((etag.to_string(), count_of(count))),
             PutKeysOutcome::NoSuchVersion => Err(no_backup()),
-            PutKeysOutcome::NotCurrent { current } => Err(Error::new(
-                StatusCode::FORBIDDEN,
+            PutKeysOutcome::NotCurrent { current } => Err(Error::matrix(
                 ErrorKind::WrongRoomKeysVersion(WrongRoomKeysVersionErrorData::new(current.to_string())),
                 "Keys can only be added to the current backup version",
             )),

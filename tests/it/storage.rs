@@ -145,7 +145,7 @@ async fn devices_tokens_and_deactivation(backend: Backend) {
     assert_eq!(storage.devices.list(&alice).await.expect("list").len(), 1);
 
     let pos = parley::storage::StreamAllocator::new(0).allocate();
-    storage.users.deactivate(&alice, &pos).await.expect("deactivate");
+    assert_eq!(storage.users.deactivate(&alice, &pos).await.expect("deactivate"), parley::storage::RowWrite::Written);
     assert!(storage.devices.find_token(b"hash-2").await.expect("find").is_none());
     assert!(storage.devices.list(&alice).await.expect("list").is_empty());
     assert!(storage.users.profile(&alice).await.expect("profile").is_none());

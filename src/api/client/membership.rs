@@ -99,11 +99,7 @@ async fn invite(
     req: Ruma<invite_user::v3::Request>,
 ) -> RumaResult<invite_user::v3::Response> {
     let InvitationRecipient::UserId(recipient) = &req.body.recipient else {
-        return Err(Error::new(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::Unrecognized,
-            "Third-party invites are not supported",
-        ));
+        return Err(Error::unsupported("Third-party invites are not supported"));
     };
     let target = &recipient.user_id;
     if services.accounts.get(target).await?.is_none_or(|u| u.deactivated) {

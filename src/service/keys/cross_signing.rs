@@ -25,7 +25,7 @@ use crate::{
         auth::AuthedUser,
         uiaa::{UiaaRequest, UiaaService},
     },
-    storage::keys::{CrossSigningKeyRow, KeySignature, MasterKeyCheck},
+    storage::keys::{CrossSigningKeyRow, CrossSigningWrite, KeySignature, MasterKeyCheck},
 };
 
 /// How many times an unauthorised upload retries after losing a race before it asks for UIA.
@@ -96,16 +96,13 @@ impl KeyService {
             };
             let rows: Vec<CrossSigningKeyRow> = keys.iter().map(|k| k.row.clone()).collect();
             let pos = self.device_lists.position_for(&[user_id]).await?;
-            if self.storage.keys.put_cross_signing_keys(user_id, &rows, check, &pos).await? {
-                return Ok(());
+            match self.storage.keys.put_cross_signing_keys(user_id, &rows, check, &pos).await? {
+                CrossSigningWrite::Stored => return Ok(()),
+                CrossSigningWrite::MasterKeyChanged => {}
             }
             // Someone uploaded a master key in between: look again, which now needs UIA.
         }
-        Err(Error::new(
-            http::StatusCode::CONFLICT,
-            ruma::api::error::ErrorKind::Unknown,
-            "Cross-signing keys changed concurrently; try again",
-        ))
+        Err(Error::conflict("Cross-signing keys changed concurrently; try again"))
     }
 
     /// `/keys/signatures/upload`. Allowed: a user's self-signing key signing their own

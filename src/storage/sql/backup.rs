@@ -3,7 +3,7 @@ use ruma::UserId;
 
 use super::{Pools, dialect};
 use crate::storage::{
-    StorageResult,
+    RowWrite, StorageResult,
     backup::{
         BackupKey, BackupKeyRow, BackupStore, BackupVersion, KeyScope, PutKeysOutcome, is_better, key_from_row,
         scope_binds,
@@ -51,7 +51,7 @@ impl BackupStore for BackupStoreSql {
         Ok(row.map(|(version, algorithm, etag, count)| BackupVersion { version, algorithm, etag, count }))
     }
 
-    async fn update_version(&self, user_id: &UserId, version: i64, algorithm: &str) -> StorageResult<bool> {
+    async fn update_version(&self, user_id: &UserId, version: i64, algorithm: &str) -> StorageResult<RowWrite> {
         let done = sqlx::query(
             "UPDATE backup_versions SET algorithm = $3 WHERE user_id = $1 AND version = $2 AND NOT deleted",
         )
@@ -60,10 +60,10 @@ impl BackupStore for BackupStoreSql {
         .bind(algorithm)
         .execute(self.0.writer())
         .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(RowWrite::from_rows(done.rows_affected()))
     }
 
-    async fn delete_version(&self, user_id: &UserId, version: i64) -> StorageResult<bool> {
+    async fn delete_version(&self, user_id: &UserId, version: i64) -> StorageResult<RowWrite> {
         let mut tx = self.0.writer().begin().await?;
         // Serialises the user's version changes and uploads, so "current" holds until commit.
         dialect::lock_user(&mut tx, user_id).await?;
@@ -75,7 +75,7 @@ impl BackupStore for BackupStoreSql {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(RowWrite::NotFound);
         }
         sqlx::query("DELETE FROM backup_keys WHERE user_id = $1 AND version = $2")
             .bind(user_id.as_str())
@@ -83,7 +83,7 @@ impl BackupStore for BackupStoreSql {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(RowWrite::Written)
     }
 
     async fn put_keys(&self, user_id: &UserId, version: i64, keys: &[BackupKey]) -> StorageResult<PutKeysOutcome> {

@@ -3,7 +3,7 @@ use ruma::{DeviceId, OwnedDeviceId, UserId};
 
 use super::{Pools, dialect};
 use crate::storage::{
-    StorageResult, StreamPosition,
+    RowWrite, StorageResult, StreamPosition,
     devices::{Device, DeviceRow, DeviceStore, TokenOwner, device_from_row, token_owner_from_row},
     keys::{PURGE_DEVICE, PURGE_DEVICES_EXCEPT, RECORD_CHANGE},
 };
@@ -85,14 +85,14 @@ impl DeviceStore for DeviceStoreSql {
         user_id: &UserId,
         device_id: &DeviceId,
         display_name: Option<&str>,
-    ) -> StorageResult<bool> {
+    ) -> StorageResult<RowWrite> {
         let done = sqlx::query("UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2")
             .bind(user_id.as_str())
             .bind(device_id.as_str())
             .bind(display_name)
             .execute(self.0.writer())
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(RowWrite::from_rows(done.rows_affected()))
     }
 
     async fn touch(&self, user_id: &UserId, device_id: &DeviceId, ts: i64, ip: Option<&str>) -> StorageResult<()> {

@@ -5,8 +5,8 @@ use super::{Pools, dialect};
 use crate::storage::{
     StorageResult, StreamPosition,
     keys::{
-        CHANGED_SQL, ClaimedKey, CrossSigningKeyRow, DeviceKeysRow, DeviceKeysSqlRow, KeySignature, KeyStore,
-        KeyUpload, LEFT_SQL, MasterKeyCheck, RECORD_CHANGE, SHARING_SQL, SignatureRow, UploadOutcome,
+        CHANGED_SQL, ClaimedKey, CrossSigningKeyRow, CrossSigningWrite, DeviceKeysRow, DeviceKeysSqlRow, KeySignature,
+        KeyStore, KeyUpload, LEFT_SQL, MasterKeyCheck, RECORD_CHANGE, SHARING_SQL, SignatureRow, UploadOutcome,
         device_keys_from_row, signature_from_row, user_ids,
     },
 };
@@ -181,7 +181,7 @@ impl KeyStore for KeyStoreSql {
         keys: &[CrossSigningKeyRow],
         check: MasterKeyCheck<'_>,
         pos: &StreamPosition,
-    ) -> StorageResult<bool> {
+    ) -> StorageResult<CrossSigningWrite> {
         let mut tx = self.0.writer().begin().await?;
         // Serialises the user's cross-signing uploads, so the check below holds until commit.
         dialect::lock_user(&mut tx, user_id).await?;
@@ -192,7 +192,7 @@ impl KeyStore for KeyStoreSql {
                     .fetch_optional(&mut *tx)
                     .await?;
             if master.as_deref() != expected {
-                return Ok(false);
+                return Ok(CrossSigningWrite::MasterKeyChanged);
             }
         }
         for key in keys {
@@ -209,7 +209,7 @@ impl KeyStore for KeyStoreSql {
         }
         sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(CrossSigningWrite::Stored)
     }
 
     async fn signatures(&self, target_user_id: &UserId) -> StorageResult<Vec<KeySignature>> {

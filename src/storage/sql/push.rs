@@ -3,7 +3,7 @@ use ruma::{RoomId, UserId};
 
 use super::{Pools, dialect};
 use crate::storage::{
-    StorageResult,
+    RowWrite, StorageResult,
     push::{
         NotificationRow, PushStore, PusherDbRow, PusherRow, QueueDbRow, QueuedPush, UnreadCounts, pusher_from_row,
         queued_from_row, unread_from_rows,
@@ -74,7 +74,7 @@ impl PushStore for PushStoreSql {
         Ok(())
     }
 
-    async fn delete_pusher(&self, user_id: &UserId, app_id: &str, pushkey: &str) -> StorageResult<bool> {
+    async fn delete_pusher(&self, user_id: &UserId, app_id: &str, pushkey: &str) -> StorageResult<RowWrite> {
         let mut tx = self.0.writer().begin().await?;
         sqlx::query("DELETE FROM push_queue WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
             .bind(user_id.as_str())
@@ -89,7 +89,7 @@ impl PushStore for PushStoreSql {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(RowWrite::from_rows(done.rows_affected()))
     }
 
     async fn delete_pushkey(&self, app_id: &str, pushkey: &str) -> StorageResult<u64> {

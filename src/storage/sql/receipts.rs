@@ -5,7 +5,7 @@ use super::{Pools, dialect};
 use crate::storage::{
     StorageResult, StreamPosition,
     receipts::{
-        PresenceDbRow, PresenceRow, PresenceStore, Receipt, ReceiptRow, ReceiptStore, presence_from_row,
+        PresenceDbRow, PresenceRow, PresenceStore, Receipt, ReceiptRow, ReceiptStore, ReceiptWrite, presence_from_row,
         receipt_from_row,
     },
 };
@@ -14,7 +14,7 @@ pub(super) struct ReceiptStoreSql(pub Pools);
 
 #[async_trait]
 impl ReceiptStore for ReceiptStoreSql {
-    async fn put(&self, r: &Receipt, pos: &StreamPosition) -> StorageResult<bool> {
+    async fn put(&self, r: &Receipt, pos: &StreamPosition) -> StorageResult<ReceiptWrite> {
         let done = sqlx::query(
             "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, event_pos, ts, stream_pos) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -32,7 +32,7 @@ impl ReceiptStore for ReceiptStoreSql {
         .bind(pos.get())
         .execute(self.0.writer())
         .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(if done.rows_affected() > 0 { ReceiptWrite::Stored } else { ReceiptWrite::NotNewer })
     }
 
     async fn changed_since(&self, room_ids: &[OwnedRoomId], after: i64, up_to: i64) -> StorageResult<Vec<Receipt>> {

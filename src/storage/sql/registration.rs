@@ -4,7 +4,8 @@ use super::Pools;
 use crate::storage::{
     StorageResult,
     registration::{
-        RegistrationStore, RegistrationToken, SessionRow, TokenRow, UiaaSession, session_from_row, token_from_row,
+        RegistrationStore, RegistrationToken, SessionRow, TokenRow, TokenUse, UiaaSession, session_from_row,
+        token_from_row,
     },
 };
 
@@ -51,7 +52,7 @@ impl RegistrationStore for RegistrationStoreSql {
         Ok(done.rows_affected())
     }
 
-    async fn consume_token(&self, hash: &[u8], now_ms: i64) -> StorageResult<bool> {
+    async fn consume_token(&self, hash: &[u8], now_ms: i64) -> StorageResult<TokenUse> {
         let done = sqlx::query(
             "UPDATE registration_tokens SET completed = completed + 1 WHERE token_hash = $1 \
              AND (uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_ts IS NULL OR expiry_ts > $2)",
@@ -60,7 +61,7 @@ impl RegistrationStore for RegistrationStoreSql {
         .bind(now_ms)
         .execute(self.0.writer())
         .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(if done.rows_affected() > 0 { TokenUse::Consumed } else { TokenUse::Unusable })
     }
 
     async fn put_session(&self, session: &UiaaSession) -> StorageResult<()> {

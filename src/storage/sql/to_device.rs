@@ -4,7 +4,9 @@ use ruma::{DeviceId, UserId};
 use super::{Pools, dialect};
 use crate::storage::{
     StorageResult, StreamPosition,
-    to_device::{NewToDevice, ToDeviceMessage, ToDeviceRow, ToDeviceSender, ToDeviceStore, message_from_row},
+    to_device::{
+        NewToDevice, ToDeviceMessage, ToDeviceRow, ToDeviceSender, ToDeviceStore, ToDeviceWrite, message_from_row,
+    },
 };
 
 pub(super) struct ToDeviceStoreSql(pub Pools);
@@ -18,7 +20,7 @@ impl ToDeviceStore for ToDeviceStoreSql {
         messages: &[NewToDevice<'_>],
         pos: &StreamPosition,
         now_ms: i64,
-    ) -> StorageResult<bool> {
+    ) -> StorageResult<ToDeviceWrite> {
         let mut tx = self.0.writer().begin().await?;
         let fresh = sqlx::query(
             "INSERT INTO to_device_txns (user_id, device_id, txn_id, stream_pos, created_at) \
@@ -33,7 +35,7 @@ impl ToDeviceStore for ToDeviceStoreSql {
         .await?
         .rows_affected();
         if fresh == 0 {
-            return Ok(false);
+            return Ok(ToDeviceWrite::RepeatedTransaction);
         }
         for message in messages {
             sqlx::query(
@@ -50,7 +52,7 @@ impl ToDeviceStore for ToDeviceStoreSql {
             .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(ToDeviceWrite::Stored)
     }
 
     async fn pending(

@@ -4,7 +4,7 @@ use serde_json::Value as JsonValue;
 
 use super::Pools;
 use crate::storage::{
-    StorageResult, StreamPosition,
+    RowWrite, StorageResult, StreamPosition,
     keys::{PURGE_USER, RECORD_CHANGE},
     users::{CreateUserOutcome, NewUser, User, UserRow, UserStore, profile_from_rows, user_from_row},
 };
@@ -65,16 +65,16 @@ impl UserStore for UserStoreSql {
         .transpose()
     }
 
-    async fn set_password_hash(&self, user_id: &UserId, hash: Option<&str>) -> StorageResult<bool> {
+    async fn set_password_hash(&self, user_id: &UserId, hash: Option<&str>) -> StorageResult<RowWrite> {
         let done = sqlx::query("UPDATE users SET password_hash = $2 WHERE user_id = $1")
             .bind(user_id.as_str())
             .bind(hash)
             .execute(self.0.writer())
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(RowWrite::from_rows(done.rows_affected()))
     }
 
-    async fn deactivate(&self, user_id: &UserId, pos: &StreamPosition) -> StorageResult<bool> {
+    async fn deactivate(&self, user_id: &UserId, pos: &StreamPosition) -> StorageResult<RowWrite> {
         let mut tx = self.0.writer().begin().await?;
         let done = sqlx::query("UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = $1")
             .bind(user_id.as_str())
@@ -92,7 +92,7 @@ impl UserStore for UserStoreSql {
         }
         sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(RowWrite::from_rows(done.rows_affected()))
     }
 
     async fn profile(&self, user_id: &UserId) -> StorageResult<Option<Vec<(String, JsonValue)>>> {
