@@ -89,7 +89,8 @@ impl TestDb {
 
     /// Drops the PostgreSQL database; SQLite files go with the temporary directory.
     pub async fn drop_db(self) {
-        if let (Some(name), Some(base)) = (&self.pg_name, postgres_base_url())
+        if let Some(name) = &self.pg_name
+            && let Some(base) = postgres_base_url()
             && let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{base}/postgres")).await
         {
             let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await;
@@ -103,10 +104,19 @@ fn postgres_base_url() -> Option<String> {
         _ => {
             let required = std::env::var("TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
             assert!(!required, "TEST_REQUIRE_POSTGRES=1 but TEST_POSTGRES_URL is not set");
-            eprintln!("skipped: PostgreSQL (set TEST_POSTGRES_URL to run it)");
+            skipped("PostgreSQL is not configured (set TEST_POSTGRES_URL to run it)");
             None
         }
     }
+}
+
+/// Says that the running test is skipped, where it is seen: straight to standard error,
+/// past the test harness's output capture (which would show it only for a failing test), so a
+/// skipped test never passes for an "ok" unnoticed.
+pub fn skipped(why: &str) {
+    use std::io::Write as _;
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
 }
 
 /// Drops databases left behind by earlier runs whose tests panicked before cleaning up.

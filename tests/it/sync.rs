@@ -191,6 +191,7 @@ async fn long_poll_wakes_on_news_only(backend: Backend) {
             http.get(url).bearer_auth(token).send().await.expect("sync").json::<Value>().await.expect("json")
         })
     };
+    s.wait_for_long_poll(&bob.user_id).await;
     send(&s, &carol, &elsewhere, "not for bob").await;
     let resp = waiting.await.expect("join");
     assert!(started.elapsed() >= Duration::from_millis(1400), "returned early without news: {resp}");
@@ -205,6 +206,7 @@ async fn long_poll_wakes_on_news_only(backend: Backend) {
             http.get(url).bearer_auth(token).send().await.expect("sync").json::<Value>().await.expect("json")
         })
     };
+    s.wait_for_long_poll(&bob.user_id).await;
     let event = send(&s, &alice, &shared, "for bob").await;
     let resp = waiting.await.expect("join");
     assert!(started.elapsed() < Duration::from_secs(20), "did not wake");
