@@ -16,6 +16,10 @@ use std::{
 
 use tokio::{sync::watch, time::Instant};
 
+/// How long a reader waits, at most, for writes below an already acknowledged one to finish.
+/// Writes take milliseconds; this bounds the wait behind one that hangs.
+pub const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Allocates positions and publishes the watermark.
 #[derive(Debug)]
 pub struct StreamAllocator {
@@ -89,6 +93,12 @@ impl StreamAllocator {
         let _counted = WaitingGuard(&self.waiting);
         // The sender lives as long as `self`, so `wait_for` ends only by reaching the target.
         let _ = tokio::time::timeout_at(deadline, watermark.wait_for(|mark| *mark >= target)).await;
+    }
+
+    /// [`StreamAllocator::wait_for_finished`], bounded by [`READ_YOUR_WRITES_WAIT`]: what a
+    /// read that answers a client does first, so that the client sees what it was told is done.
+    pub async fn read_your_writes(&self) {
+        self.wait_for_finished(Instant::now() + READ_YOUR_WRITES_WAIT).await;
     }
 
     /// How many readers wait in [`StreamAllocator::wait_for_finished`] now (for tests and

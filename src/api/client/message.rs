@@ -103,6 +103,10 @@ async fn messages(
     let user = &req.auth.user_id;
     services.rooms.check_can_read(&body.room_id, user).await?;
     let dir = direction(body.dir);
+    // Pages read up to the watermark, which can sit below an event already acknowledged to its
+    // sender while a lower position is still being written: wait for it, as /sync does.
+    // (Belongs in the rooms read path; here until that is rewritten.)
+    services.stream.read_your_writes().await;
     let from = match &body.from {
         Some(token) => token.parse()?,
         None if dir == Direction::Backward => services.rooms.current_token(),

@@ -43,11 +43,6 @@ use crate::{
 /// trips; few enough that one initial sync does not take every database connection.
 const ROOMS_AT_ONCE: usize = 4;
 
-/// How long a sync waits, at most, for writes below an already acknowledged one to finish
-/// (see [`StreamAllocator::wait_for_finished`]). Writes take milliseconds; this bounds the
-/// wait behind one that hangs.
-const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(10);
-
 /// A parsed sync request.
 pub struct SyncRequest {
     pub user: AuthedUser,
@@ -101,7 +96,7 @@ impl SyncService {
         // Everything acknowledged before this request (the client's own sends, a message
         // someone told them about) is in the response, even while a lower position is still
         // being written by someone else.
-        self.stream.wait_for_finished(tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT).await;
+        self.stream.read_your_writes().await;
         if let Some(since) = request.since
             && since.pos > self.stream.watermark()
         {
