@@ -6,6 +6,8 @@
 #   bench/run.sh --quick              # small parameters: a trial run of the tooling
 #   bench/run.sh --servers "parley-sqlite synapse-sqlite" --scenarios "dm group"
 #   bench/run.sh --skip-pgbench --skip-echo
+#   bench/run.sh --servers "parley-sqlite parley-postgres" --scenarios own-reads --skip-pgbench --skip-echo
+#                                     # not in the default set: 100,000 sends take a while
 #
 # Results go to bench/results/<timestamp>/: results.jsonl (one JSON object per run),
 # commands.txt (every command, as run), summary.txt (the comparison table), and the servers'
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
         --skip-pgbench) SKIP_PGBENCH=1 ;;
         --skip-echo) SKIP_ECHO=1 ;;
         --skip-build) SKIP_BUILD=1 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -69,6 +71,7 @@ if [ "$PROFILE" = quick ]; then
     ARGS_idle="--drain-secs 120 idle --users 40 --devices 2 --polls 5 --room-size 20 --burst 2 --settle-secs 3"
     ARGS_initial="initial-sync --rooms 60 --pool 20 --members 6 --messages 10 --talkers 2 --repeat 3"
     ARGS_echo="dm --users 40 --rooms 60 --messages 5000 --senders 16"
+    ARGS_own="own-reads --sends 2000 --early 200 --samples 20"
     PGBENCH_SECS=5
 else
     # dm and group send for at most 90 s (throughput is messages sent / time taken).
@@ -78,18 +81,22 @@ else
     ARGS_idle="--drain-secs 300 idle --users 200 --devices 2 --polls 25 --room-size 50 --burst 1 --settle-secs 5"
     ARGS_initial="initial-sync --rooms 500 --pool 100 --members 4 --messages 10 --talkers 2 --repeat 5"
     ARGS_echo="dm --users 200 --rooms 400 --messages 30000 --senders 16"
+    # One device sends 100,000 messages; its reads after 200 and after 100,000 sends.
+    ARGS_own="own-reads --sends 100000 --early 200 --samples 200"
     PGBENCH_SECS=20
 fi
 ARGS_dm="${BENCH_ARGS_DM:-$ARGS_dm}"
 ARGS_group="${BENCH_ARGS_GROUP:-$ARGS_group}"
 ARGS_idle="${BENCH_ARGS_IDLE:-$ARGS_idle}"
 ARGS_initial="${BENCH_ARGS_INITIAL:-$ARGS_initial}"
+ARGS_own="${BENCH_ARGS_OWN:-$ARGS_own}"
 scenario_args() {
     case "$1" in
         dm) echo "$ARGS_dm" ;;
         group) echo "$ARGS_group" ;;
         idle) echo "$ARGS_idle" ;;
         initial-sync) echo "$ARGS_initial" ;;
+        own-reads) echo "$ARGS_own" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }

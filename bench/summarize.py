@@ -114,6 +114,24 @@ def main():
         ["server", "rooms", "lazy ms", "lazy KiB", "full ms", "full KiB", "errors"],
         rows,
     )
+    rows = []
+    for run in runs:
+        if run.get("scenario") != "own_reads":
+            continue
+        r = run.get("result")
+        if run.get("failed") or r is None:
+            rows.append([run["label"], "FAILED"] + [""] * 6)
+            continue
+        early, late = r["phases"]["early"], r["phases"]["late"]
+        row = [run["label"], f'{early["sends"]} / {late["sends"]}']
+        for kind in ("event", "messages", "sync"):
+            row.append(f'{fmt(early["reads"][kind]["p50_ms"])} / {fmt(late["reads"][kind]["p50_ms"])}')
+        rows.append(row)
+    table(
+        "Scenario own-reads: one device's reads of its own events, p50 ms after few / many sends",
+        ["server", "sends", "/event", "/messages", "/sync"],
+        rows,
+    )
     rows = [[run["params"]["clients"], fmt(get(run, "result", "commits_per_s"), 0)]
             for run in runs if run.get("scenario") == "pgbench"]
     if rows:

@@ -109,7 +109,7 @@ fn bench_sync(c: &mut Criterion) {
         filter: filter(lazy),
         timeout: Duration::ZERO,
         use_state_after: false,
-        set_presence: "offline".to_owned(),
+        set_presence: ruma::presence::PresenceState::Offline,
     };
     let services = &handle.services;
 

@@ -29,54 +29,102 @@ pub enum Error {
 }
 
 impl Error {
+    /// A Matrix error with the status its kind has everywhere ([`status_for`]). Services
+    /// name what went wrong; only this module decides what HTTP says about it.
+    pub fn matrix(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Matrix { status: status_for(&kind), kind, message: message.into() }
+    }
+
+    /// A Matrix error with a status chosen by the caller. Only `service/rooms/` still calls
+    /// it (until its rewrite moves to [`Error::matrix`] and the constructors below); every
+    /// other status decision is made in this module.
     pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
         Self::Matrix { status, kind, message: message.into() }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, ErrorKind::Forbidden, message)
+        Self::matrix(ErrorKind::Forbidden, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, message)
+        Self::matrix(ErrorKind::NotFound, message)
     }
 
     pub fn bad_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorKind::BadJson, message)
+        Self::matrix(ErrorKind::BadJson, message)
     }
 
     pub fn not_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorKind::NotJson, message)
+        Self::matrix(ErrorKind::NotJson, message)
     }
 
     pub fn invalid_param(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidParam, message)
+        Self::matrix(ErrorKind::InvalidParam, message)
     }
 
     pub fn missing_param(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorKind::MissingParam, message)
+        Self::matrix(ErrorKind::MissingParam, message)
     }
 
-    pub fn unrecognized(status: StatusCode, message: impl Into<String>) -> Self {
-        Self::new(status, ErrorKind::Unrecognized, message)
+    /// `404 M_UNRECOGNIZED`: no such endpoint.
+    pub fn unrecognized(message: impl Into<String>) -> Self {
+        Self::matrix(ErrorKind::Unrecognized, message)
+    }
+
+    /// `405 M_UNRECOGNIZED`: a known endpoint, another method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::Unrecognized, "Method not allowed")
+    }
+
+    /// `400 M_UNRECOGNIZED`: a feature of a known endpoint that this server does not have
+    /// (third-party invites, federation).
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorKind::Unrecognized, message)
+    }
+
+    /// `400 M_UNKNOWN`: a bad request the spec has no code for.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, message)
+    }
+
+    /// `409 M_UNKNOWN`: a concurrent change got there first; retrying may succeed.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, ErrorKind::Unknown, message)
+    }
+
+    /// `504 M_UNKNOWN`: the request took longer than the server allows.
+    pub fn timed_out() -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, ErrorKind::Unknown, "Request timed out")
+    }
+
+    /// `405 M_BAD_JSON`: account data of a type the server manages (the spec's answer).
+    pub fn server_managed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::BadJson, message)
+    }
+
+    /// `401`: a user-interactive auth stage failed (`M_FORBIDDEN` for a bad registration
+    /// token, `M_UNAUTHORIZED` for one that stopped being valid), as the spec answers a
+    /// failed stage.
+    pub fn auth_stage_failed(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, kind, message)
     }
 
     pub fn missing_token() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorKind::MissingToken, "Missing access token")
+        Self::matrix(ErrorKind::MissingToken, "Missing access token")
     }
 
     pub fn unknown_token(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorKind::UnknownToken(UnknownTokenErrorData::new()), message)
+        Self::matrix(ErrorKind::UnknownToken(UnknownTokenErrorData::new()), message)
     }
 
     pub fn limit_exceeded(retry_after: Duration) -> Self {
         let mut data = LimitExceededErrorData::new();
         data.retry_after = Some(RetryAfter::Delay(retry_after));
-        Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data), "Too many requests")
+        Self::matrix(ErrorKind::LimitExceeded(data), "Too many requests")
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge, message)
+        Self::matrix(ErrorKind::TooLarge, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -98,6 +146,29 @@ impl Error {
             Self::Uiaa(_) => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+/// The status of every error kind, wherever it comes from. The few kinds whose status depends
+/// on the situation have named constructors on [`Error`] instead.
+pub fn status_for(kind: &ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Forbidden
+        | ErrorKind::GuestAccessForbidden
+        | ErrorKind::UserDeactivated
+        | ErrorKind::UserLocked
+        | ErrorKind::UserSuspended
+        | ErrorKind::ThreepidDenied
+        | ErrorKind::WrongRoomKeysVersion(_)
+        | ErrorKind::CannotLeaveServerNoticeRoom => StatusCode::FORBIDDEN,
+        ErrorKind::MissingToken | ErrorKind::UnknownToken(_) | ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::NotFound | ErrorKind::Unrecognized => StatusCode::NOT_FOUND,
+        ErrorKind::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        // Everything else is something about the request: the kinds of bad input
+        // (M_BAD_JSON, M_INVALID_PARAM, M_USER_IN_USE, M_PROFILE_TOO_LARGE, ...) and M_UNKNOWN
+        // for what the spec has no code for. Internal failures are `Error::Internal`.
+        _ => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -157,4 +228,36 @@ fn json_response(status: StatusCode, body: serde_json::Result<serde_json::Value>
         Err(_) => r#"{"errcode":"M_UNKNOWN","error":"Internal server error"}"#.to_owned(),
     };
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::api::error::{ErrorKind, WrongRoomKeysVersionErrorData};
+
+    use super::*;
+
+    #[test]
+    fn statuses_come_from_the_kind() {
+        let cases = [
+            (Error::forbidden("x"), StatusCode::FORBIDDEN),
+            (Error::not_found("x"), StatusCode::NOT_FOUND),
+            (Error::unrecognized("x"), StatusCode::NOT_FOUND),
+            (Error::method_not_allowed(), StatusCode::METHOD_NOT_ALLOWED),
+            (Error::bad_json("x"), StatusCode::BAD_REQUEST),
+            (Error::matrix(ErrorKind::UserInUse, "x"), StatusCode::BAD_REQUEST),
+            (Error::matrix(ErrorKind::UserDeactivated, "x"), StatusCode::FORBIDDEN),
+            (
+                Error::matrix(ErrorKind::WrongRoomKeysVersion(WrongRoomKeysVersionErrorData::new("1".into())), "x"),
+                StatusCode::FORBIDDEN,
+            ),
+            (Error::missing_token(), StatusCode::UNAUTHORIZED),
+            (Error::limit_exceeded(Duration::from_secs(1)), StatusCode::TOO_MANY_REQUESTS),
+            (Error::too_large("x"), StatusCode::PAYLOAD_TOO_LARGE),
+            (Error::conflict("x"), StatusCode::CONFLICT),
+            (Error::internal("x"), StatusCode::INTERNAL_SERVER_ERROR),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status(), status, "{error}");
+        }
+    }
 }

@@ -7,6 +7,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod json_depth;
+mod serve;
 pub mod server;
 pub mod service;
 pub mod storage;

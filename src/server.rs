@@ -5,7 +5,13 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
-use crate::{api, config::Config, service::Services, storage::Storage};
+use crate::{
+    api,
+    config::Config,
+    serve::{ConnectionLimits, serve},
+    service::Services,
+    storage::Storage,
+};
 
 /// A running server.
 pub struct Handle {
@@ -23,18 +29,16 @@ impl Server {
     pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Handle> {
         let config = Arc::new(config);
         let storage = Storage::connect(&config.database.url, config.database.max_connections).await?;
-        let (shutdown, mut stop) = watch::channel(false);
+        let (shutdown, stop) = watch::channel(false);
         let services = Services::build(Arc::clone(&config), storage, shutdown.subscribe()).await?;
         services.spawn_background(&shutdown);
         let addr = listener.local_addr().context("reading the listener's address")?;
         let app = api::router::build(&services);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        let limits = ConnectionLimits {
+            header_read_timeout: config.http.header_read_timeout(),
+            max_connections: config.http.max_connections,
+        };
+        let task = tokio::spawn(serve(listener, app, limits, stop));
         tracing::info!(%addr, server_name = %config.server_name, backend = ?services.storage.backend, "listening");
         Ok(Handle { addr, services, shutdown, task })
     }

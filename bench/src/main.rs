@@ -6,6 +6,7 @@
 
 mod client;
 mod echo;
+mod own_reads;
 mod scenarios;
 mod setup;
 mod stats;
@@ -147,6 +148,25 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         repeat: usize,
     },
+    /// (e) One device's reads of its own events (/event, /messages, /sync) after `early`
+    /// sends and again after `sends`: their cost must not grow with what it has sent.
+    OwnReads {
+        #[arg(long, default_value_t = 100_000)]
+        sends: usize,
+        /// Sends before the first measurement; with 10 rooms, 200 fills every page read (20
+        /// events), so both phases read the same amount.
+        #[arg(long, default_value_t = 200)]
+        early: usize,
+        /// Rooms the sends are spread over (the look-up is per device, not per room).
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        /// Reads of each kind per phase.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Sends in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// A trivial in-memory stand-in homeserver, to show what the generator can push.
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:18008")]
@@ -206,6 +226,11 @@ async fn main() -> anyhow::Result<()> {
             json!({"rooms": rooms, "pool": pool, "members": members, "messages": messages,
                    "talkers": talkers, "repeat": repeat}),
             scenarios::initial_sync(&api, &common, rooms, pool, members, messages, talkers, repeat).await?,
+        ),
+        Scenario::OwnReads { sends, early, rooms, samples, concurrency } => (
+            "own_reads",
+            json!({"sends": sends, "early": early, "rooms": rooms, "samples": samples, "concurrency": concurrency}),
+            own_reads::run(&api, &common, own_reads::Params { sends, early, rooms, samples, concurrency }).await?,
         ),
         Scenario::EchoServer { .. } => unreachable!("handled above"),
     };

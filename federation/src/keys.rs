@@ -33,14 +33,18 @@ pub struct SigningKey {
     key_id: OwnedServerSigningKeyId,
 }
 
+/// What went wrong with a signing key. The underlying error stays attached as the source, so
+/// a caller that reports the chain (e.g. anyhow's `{:#}`) says why.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("invalid key version `{0}`: use letters, digits and underscores")]
     InvalidVersion(String),
-    #[error("invalid key material: {0}")]
-    Invalid(String),
-    #[error("signing failed: {0}")]
-    Sign(String),
+    #[error("invalid key material")]
+    Invalid(#[source] ruma::signatures::Ed25519KeyPairParseError),
+    #[error("signing failed")]
+    Sign(#[source] ruma::signatures::JsonError),
+    #[error("server keys could not be serialized")]
+    Serialize(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl SigningKey {
@@ -55,7 +59,7 @@ impl SigningKey {
         if version.is_empty() || !version.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(KeyError::InvalidVersion(version.to_owned()));
         }
-        let pair = Ed25519KeyPair::from_der(der, version.to_owned()).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let pair = Ed25519KeyPair::from_der(der, version.to_owned()).map_err(KeyError::Invalid)?;
         let version_id: &ServerSigningKeyVersion =
             version.try_into().map_err(|_| KeyError::InvalidVersion(version.to_owned()))?;
         let key_id = ServerSigningKeyId::from_parts(SigningKeyAlgorithm::Ed25519, version_id);
@@ -91,7 +95,7 @@ impl SigningKey {
 
     /// Signs `object` in place as `server_name`, per the spec's JSON signing algorithm.
     pub fn sign_json(&self, server_name: &ServerName, object: &mut CanonicalJsonObject) -> Result<(), KeyError> {
-        sign_json(server_name.as_str(), &self.pair, object).map_err(|e| KeyError::Sign(e.to_string()))
+        sign_json(server_name.as_str(), &self.pair, object).map_err(KeyError::Sign)
     }
 
     /// Signs raw bytes (for tests and for callers that build their own signing input).
@@ -109,15 +113,15 @@ impl SigningKey {
         let valid_until = now.get().saturating_add(UInt::try_from(validity.as_millis()).unwrap_or(UInt::MAX));
         let mut keys = ServerSigningKeys::new(server_name.to_owned(), MilliSecondsSinceUnixEpoch(valid_until));
         keys.verify_keys.insert(self.key_id.clone(), VerifyKey::new(Base64::new(self.public_key().to_vec())));
-        let mut object =
-            match ruma::canonical_json::to_canonical_value(&keys).map_err(|e| KeyError::Sign(e.to_string()))? {
-                ruma::CanonicalJsonValue::Object(object) => object,
-                _ => return Err(KeyError::Sign("server keys did not serialize to an object".into())),
-            };
+        let serialize = |e| KeyError::Serialize(Box::new(e));
+        let mut object = match ruma::canonical_json::to_canonical_value(&keys).map_err(serialize)? {
+            ruma::CanonicalJsonValue::Object(object) => object,
+            _ => return Err(KeyError::Serialize("server keys did not serialize to an object".into())),
+        };
         object.remove("signatures");
         self.sign_json(server_name, &mut object)?;
-        let json = serde_json::to_string(&object).map_err(|e| KeyError::Sign(e.to_string()))?;
-        Raw::from_json_string(json).map_err(|e| KeyError::Sign(e.to_string()))
+        let json = serde_json::to_string(&object).map_err(|e| KeyError::Serialize(Box::new(e)))?;
+        Raw::from_json_string(json).map_err(|e| KeyError::Serialize(Box::new(e)))
     }
 }
 
@@ -150,6 +154,13 @@ mod tests {
         let mut map = BTreeMap::new();
         map.insert(server.to_string(), public);
         verify_json(&map, &object).expect("self-signed server keys verify");
+    }
+
+    #[test]
+    fn errors_keep_their_cause() {
+        use std::error::Error as _;
+        let error = SigningKey::from_der(b"not a key", "a_1").expect_err("not DER");
+        assert!(error.source().is_some(), "{error:?}");
     }
 
     #[test]

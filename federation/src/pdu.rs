@@ -12,12 +12,16 @@ use ruma::{
 
 use crate::SigningKey;
 
+/// What went wrong with a PDU. The underlying error stays attached as the source, so a
+/// caller that reports the chain (e.g. anyhow's `{:#}`) says why.
 #[derive(Debug, thiserror::Error)]
 pub enum PduError {
-    #[error("event could not be hashed or signed: {0}")]
-    Json(String),
-    #[error("event verification failed: {0}")]
-    Verification(String),
+    #[error("event could not be hashed or signed")]
+    Json(#[source] ruma::signatures::JsonError),
+    #[error("derived event or room ID is invalid")]
+    Id(#[source] ruma::IdParseError),
+    #[error("event verification failed")]
+    Verification(#[source] ruma::signatures::VerificationError),
 }
 
 /// Adds the content hash and this server's signature to `object`, and returns the event ID
@@ -28,22 +32,21 @@ pub fn hash_and_sign(
     server_name: &ServerName,
     key: &SigningKey,
 ) -> Result<OwnedEventId, PduError> {
-    hash_and_sign_event(server_name.as_str(), key.pair(), object, &rules.redaction)
-        .map_err(|e| PduError::Json(e.to_string()))?;
+    hash_and_sign_event(server_name.as_str(), key.pair(), object, &rules.redaction).map_err(PduError::Json)?;
     event_id(object, rules)
 }
 
 /// The event ID of a hashed and signed event: `$` + its reference hash.
 pub fn event_id(object: &CanonicalJsonObject, rules: &RoomVersionRules) -> Result<OwnedEventId, PduError> {
-    let hash = reference_hash(object, rules).map_err(|e| PduError::Json(e.to_string()))?;
-    OwnedEventId::try_from(format!("${hash}")).map_err(|e| PduError::Json(e.to_string()))
+    let hash = reference_hash(object, rules).map_err(PduError::Json)?;
+    OwnedEventId::try_from(format!("${hash}")).map_err(PduError::Id)
 }
 
 /// The room ID of a room whose ID is derived from its create event (room version 12):
 /// `!` + the create event's reference hash.
 pub fn room_id_from_create(create_event_id: &ruma::EventId) -> Result<OwnedRoomId, PduError> {
     let hash = create_event_id.as_str().trim_start_matches('$');
-    OwnedRoomId::try_from(format!("!{hash}")).map_err(|e| PduError::Json(e.to_string()))
+    OwnedRoomId::try_from(format!("!{hash}")).map_err(PduError::Id)
 }
 
 /// Checks hashes and signatures of a PDU. `Verified::Signatures` means the signatures are good
@@ -53,7 +56,7 @@ pub fn verify(
     rules: &RoomVersionRules,
     keys: &PublicKeyMap,
 ) -> Result<Verified, PduError> {
-    verify_event(keys, object, rules).map_err(|e| PduError::Verification(e.to_string()))
+    verify_event(keys, object, rules).map_err(PduError::Verification)
 }
 
 /// Reads a string field of an event object.

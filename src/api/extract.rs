@@ -5,7 +5,7 @@
 //! parses path, query and body into ruma's request type. No path or JSON shape is written by
 //! hand. `RumaResponse` turns ruma's response types back into HTTP.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{any::TypeId, net::SocketAddr, sync::Arc};
 
 use axum::{
     body::Body,
@@ -13,18 +13,20 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode, request::Parts};
+use http::{Method, request::Parts};
 use ruma::api::{
     IncomingRequest, IncomingRequestExt as _, OutgoingResponse, OutgoingResponseExt as _,
     auth_scheme::{
         AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, AuthScheme, NoAccessToken,
         NoAuthentication,
     },
+    client::session::login,
     error::{DeserializationError, FromHttpRequestError},
 };
 
 use crate::{
     error::{Error, Result},
+    json_depth,
     service::{Services, auth::AuthedUser, secrets},
 };
 
@@ -118,7 +120,7 @@ impl Authenticate for AppserviceTokenOptional {
 
 impl<T> FromRequest<Arc<Services>> for Ruma<T>
 where
-    T: IncomingRequest + Send,
+    T: IncomingRequest + Send + 'static,
     T::Authentication: Authenticate,
 {
     type Rejection = Error;
@@ -127,6 +129,10 @@ where
         let (mut parts, body) = request.into_parts();
         let path_args = path_args(&mut parts, services).await?;
         let body = read_body(body, services.config.http.max_request_body_bytes, &parts.method).await?;
+        // Every body is JSON (Parley has no endpoint taking other bodies yet; one that does,
+        // like a media upload, needs its own extractor anyway).
+        json_depth::check(&body)?;
+        reject_before_parsing::<T>(&body)?;
         let request = http::Request::from_parts(parts, &body[..]);
 
         let token = access_token(&request)?;
@@ -144,8 +150,8 @@ where
         }
 
         let path_refs: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        // Some of ruma's deserializers panic on malformed input (e.g. a login body without
-        // `type`); no input may take a handler down, so a panic here is a bad request.
+        // The known panics of ruma's deserializers are refused above; should another one
+        // panic, no input may take a handler down, so it is still a bad request.
         let parsed =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::try_from_http_request(request, &path_refs)));
         let body = match parsed {
@@ -154,6 +160,21 @@ where
         };
         Ok(Self { body, auth })
     }
+}
+
+/// Refuses bodies that ruma's parser for `T` would panic on, with the error the parser
+/// reports for the same mistake elsewhere. The panic is caught, but it would log a backtrace
+/// that anyone could trigger at will.
+fn reject_before_parsing<T: 'static>(body: &[u8]) -> Result<()> {
+    // ruma's `LoginInfo` indexes the object with `data["type"]`, which panics when the key is
+    // missing (ruma-client-api 0.25, session/login.rs).
+    if TypeId::of::<T>() == TypeId::of::<login::v3::Request>()
+        && let Ok(serde_json::Value::Object(object)) = serde_json::from_slice::<serde_json::Value>(body)
+        && !object.contains_key("type")
+    {
+        return Err(Error::bad_json("missing field `type`"));
+    }
+    Ok(())
 }
 
 async fn path_args(parts: &mut Parts, services: &Arc<Services>) -> Result<Vec<String>> {
@@ -196,9 +217,7 @@ fn client_ip<B>(request: &http::Request<B>, trust_forwarded_for: bool) -> Option
 /// JSON of the wrong shape M_BAD_JSON, a bad path or query parameter M_INVALID_PARAM.
 fn parse_error(error: FromHttpRequestError) -> Error {
     match error {
-        FromHttpRequestError::MethodMismatch { .. } => {
-            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
-        }
+        FromHttpRequestError::MethodMismatch { .. } => Error::method_not_allowed(),
         FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => match e.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 Error::not_json(format!("Request body is not valid JSON: {e}"))

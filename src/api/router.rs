@@ -141,8 +141,7 @@ impl MakeRequestId for RequestIds {
 async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => Error::new(StatusCode::GATEWAY_TIMEOUT, ruma::api::error::ErrorKind::Unknown, "Request timed out")
-            .into_response(),
+        Err(_) => Error::timed_out().into_response(),
     }
 }
 
@@ -170,9 +169,9 @@ async fn answer_options(request: Request, next: Next) -> Response {
 }
 
 async fn unrecognized() -> Error {
-    Error::unrecognized(StatusCode::NOT_FOUND, "Unrecognized request")
+    Error::unrecognized("Unrecognized request")
 }
 
 async fn method_not_allowed() -> Error {
-    Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+    Error::method_not_allowed()
 }

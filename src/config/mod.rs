@@ -164,6 +164,14 @@ pub struct HttpConfig {
     /// from the connection. Only enable it behind a proxy that sets the header.
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// A connection whose request headers have not all arrived this many seconds after it
+    /// started waiting for them is closed (slow-header clients, idle keep-alives).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Connections served at once; at the limit, new ones wait until one closes. Each costs a
+    /// file descriptor: keep `ulimit -n` above it.
+    #[serde(default = "default_max_connections_http")]
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -173,6 +181,8 @@ impl Default for HttpConfig {
             request_timeout_secs: default_request_timeout(),
             max_sync_timeout_secs: default_max_sync_timeout(),
             trust_forwarded_for: false,
+            header_read_timeout_secs: default_header_read_timeout(),
+            max_connections: default_max_connections_http(),
         }
     }
 }
@@ -184,6 +194,10 @@ impl HttpConfig {
 
     pub fn max_sync_timeout(&self) -> Duration {
         Duration::from_secs(self.max_sync_timeout_secs)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
     }
 }
 
@@ -197,6 +211,14 @@ fn default_request_timeout() -> u64 {
 
 fn default_max_sync_timeout() -> u64 {
     120
+}
+
+fn default_header_read_timeout() -> u64 {
+    30
+}
+
+fn default_max_connections_http() -> usize {
+    20_000
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -301,6 +323,9 @@ pub struct PushConfig {
     /// Timeout of one request to a push gateway.
     #[serde(default = "default_gateway_timeout")]
     pub gateway_timeout_secs: u64,
+    /// Users whose push rules and pushers are kept in memory, the most recently used.
+    #[serde(default = "default_push_cached_users")]
+    pub cached_users: usize,
 }
 
 impl Default for PushConfig {
@@ -309,6 +334,7 @@ impl Default for PushConfig {
             ip_range_blocklist: default_ip_blocklist(),
             ip_range_allowlist: Vec::new(),
             gateway_timeout_secs: default_gateway_timeout(),
+            cached_users: default_push_cached_users(),
         }
     }
 }
@@ -342,6 +368,10 @@ fn default_ip_blocklist() -> Vec<ipnet::IpNet> {
 
 fn default_gateway_timeout() -> u64 {
     10
+}
+
+fn default_push_cached_users() -> usize {
+    10_000
 }
 
 impl Config {

@@ -91,6 +91,15 @@ impl Config {
                  or long-polling /sync requests would be cut off",
             ));
         }
+        if http.header_read_timeout_secs == 0 {
+            return Err(ConfigError::new("http.header_read_timeout_secs", "must be at least 1"));
+        }
+        if http.max_connections == 0 {
+            return Err(ConfigError::new("http.max_connections", "must be at least 1"));
+        }
+        if self.push.cached_users == 0 {
+            return Err(ConfigError::new("push.cached_users", "must be at least 1"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             return Err(ConfigError::new(
                 "logging.level",

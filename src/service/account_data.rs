@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use http::StatusCode;
-use ruma::{RoomId, UserId, api::error::ErrorKind};
+use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
 
 use super::{latest::Key, notifier::Notifier};
@@ -35,11 +34,7 @@ impl AccountDataService {
         content: &RawValue,
     ) -> Result<()> {
         if SERVER_MANAGED.contains(&data_type) {
-            return Err(Error::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                ErrorKind::BadJson,
-                format!("{data_type} cannot be set through the account data API"),
-            ));
+            return Err(Error::server_managed(format!("{data_type} cannot be set through the account data API")));
         }
         if !content.get().trim_start().starts_with('{') {
             return Err(Error::bad_json("Account data content must be a JSON object"));
@@ -65,10 +60,16 @@ impl AccountDataService {
     }
 
     pub async fn get(&self, user_id: &UserId, room_id: Option<&RoomId>, data_type: &str) -> Result<Box<RawValue>> {
-        self.storage
-            .account_data
-            .get(user_id, room_id, data_type)
-            .await?
-            .ok_or_else(|| Error::not_found("Account data not found"))
+        self.find(user_id, room_id, data_type).await?.ok_or_else(|| Error::not_found("Account data not found"))
+    }
+
+    /// The content, if there is any.
+    pub async fn find(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> Result<Option<Box<RawValue>>> {
+        Ok(self.storage.account_data.get(user_id, room_id, data_type).await?)
     }
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use http::StatusCode;
 use ruma::{OwnedUserId, UserId, api::error::ErrorKind};
 use serde_json::Value as JsonValue;
 
@@ -10,7 +9,7 @@ use super::{keys::DeviceLists, now_ms, password, rooms::Rooms, secrets};
 use crate::{
     config::Config,
     error::{Error, Result},
-    storage::{CreateUserOutcome, NewUser, Storage, User},
+    storage::{CreateUserOutcome, NewUser, RowWrite, Storage, User},
 };
 
 /// Largest profile, in bytes of JSON, as the spec's extended-profiles section suggests.
@@ -42,8 +41,7 @@ impl AccountService {
     /// Validates a requested localpart and makes the user ID, without checking it is free.
     pub fn user_id_for(&self, localpart: &str) -> Result<OwnedUserId> {
         let invalid = || {
-            Error::new(
-                StatusCode::BAD_REQUEST,
+            Error::matrix(
                 ErrorKind::InvalidUsername,
                 "User ID may only contain a-z, 0-9, '.', '_', '=', '-', '/' and '+', and must not be empty",
             )
@@ -89,11 +87,9 @@ impl AccountService {
         match outcome {
             CreateUserOutcome::Created => Ok(user_id),
             CreateUserOutcome::UserIdTaken => Err(user_in_use()),
-            CreateUserOutcome::TokenUnusable => Err(Error::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorKind::Unauthorized,
-                "The registration token is no longer valid",
-            )),
+            CreateUserOutcome::TokenUnusable => {
+                Err(Error::auth_stage_failed(ErrorKind::Unauthorized, "The registration token is no longer valid"))
+            }
         }
     }
 
@@ -115,11 +111,7 @@ impl AccountService {
         let forbidden = || Error::forbidden("Invalid username or password");
         let user = self.storage.users.get(user_id).await?.ok_or_else(forbidden)?;
         if user.deactivated {
-            return Err(Error::new(
-                StatusCode::FORBIDDEN,
-                ErrorKind::UserDeactivated,
-                "This account has been deactivated",
-            ));
+            return Err(Error::matrix(ErrorKind::UserDeactivated, "This account has been deactivated"));
         }
         let hash = user.password_hash.as_deref().ok_or_else(forbidden)?;
         if self.passwords.verify(password, hash).await? { Ok(user) } else { Err(forbidden()) }
@@ -131,7 +123,7 @@ impl AccountService {
 
     pub async fn set_password(&self, user_id: &UserId, new_password: &str) -> Result<()> {
         let hash = self.passwords.hash(new_password).await?;
-        if !self.storage.users.set_password_hash(user_id, Some(&hash)).await? {
+        if self.storage.users.set_password_hash(user_id, Some(&hash)).await? == RowWrite::NotFound {
             return Err(Error::not_found("No such user"));
         }
         Ok(())
@@ -145,7 +137,7 @@ impl AccountService {
         }
         self.rooms.timeline.leave_all(user_id).await?;
         let pos = self.device_lists.position_for(&[user_id]).await?;
-        if !self.storage.users.deactivate(user_id, &pos).await? {
+        if self.storage.users.deactivate(user_id, &pos).await? == RowWrite::NotFound {
             return Err(Error::not_found("No such user"));
         }
         Ok(())
@@ -153,6 +145,12 @@ impl AccountService {
 
     pub async fn profile(&self, user_id: &UserId) -> Result<Vec<(String, JsonValue)>> {
         self.storage.users.profile(user_id).await?.ok_or_else(|| Error::not_found("Profile not found"))
+    }
+
+    /// The profile to copy into a member event: the user's, or none for a user without one
+    /// (remote, unknown or deactivated). A failing look-up is an error, not an empty profile.
+    pub async fn member_profile(&self, user_id: &UserId) -> Result<Vec<(String, JsonValue)>> {
+        Ok(self.storage.users.profile(user_id).await?.unwrap_or_default())
     }
 
     /// Sets or removes one profile field of a local user, keeping the whole profile under the
@@ -168,7 +166,7 @@ impl AccountService {
         }
         let size: usize = profile.iter().map(|(name, value)| name.len() + value.to_string().len() + 4).sum();
         if size > MAX_PROFILE_BYTES {
-            return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::ProfileTooLarge, "Profile would exceed 64 KiB"));
+            return Err(Error::matrix(ErrorKind::ProfileTooLarge, "Profile would exceed 64 KiB"));
         }
         self.storage.users.set_profile_field(user_id, field, value.as_ref()).await?;
         if field == "displayname" || field == "avatar_url" {
@@ -191,5 +189,5 @@ impl AccountService {
 }
 
 fn user_in_use() -> Error {
-    Error::new(StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken")
+    Error::matrix(ErrorKind::UserInUse, "User ID already taken")
 }

@@ -80,6 +80,7 @@ impl AuthService {
     pub async fn logout(&self, user: &AuthedUser) -> Result<()> {
         let pos = self.device_lists.position_for(&[&user.user_id]).await?;
         self.storage.devices.delete(&user.user_id, std::slice::from_ref(&user.device_id), &pos).await?;
+        self.device_lists.forget_devices(&user.user_id, std::slice::from_ref(&user.device_id));
         Ok(())
     }
 

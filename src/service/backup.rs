@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use http::StatusCode;
 use ruma::{
     OwnedRoomId, UInt, UserId,
     api::{
@@ -20,7 +19,7 @@ use serde_json::{Value as JsonValue, value::RawValue};
 use crate::{
     error::{Error, Result},
     storage::{
-        Storage,
+        RowWrite, Storage,
         backup::{BackupKey, BackupVersion, KeyScope, PutKeysOutcome},
     },
 };
@@ -64,8 +63,11 @@ impl BackupService {
         let number = parse_version(version)?;
         let current = self.storage.backup.version(user_id, Some(number)).await?.ok_or_else(no_backup)?;
         let new = checked_algorithm(algorithm)?;
-        let name = |json: &str| serde_json::from_str::<JsonValue>(json).ok().map(|v| v["algorithm"].clone());
-        if name(&new) != name(&current.algorithm) {
+        // The stored auth data was checked when stored: if it does not parse, that is an
+        // internal error, not a match.
+        let name =
+            |json: &str| -> Result<JsonValue> { Ok(serde_json::from_str::<JsonValue>(json)?["algorithm"].clone()) };
+        if name(&new)? != name(&current.algorithm)? {
             return Err(Error::invalid_param("A backup version's algorithm cannot change"));
         }
         // A `version` in the body, if any, must name the version being updated.
@@ -75,14 +77,14 @@ impl BackupService {
         {
             return Err(Error::invalid_param("The version in the body does not match the path"));
         }
-        if !self.storage.backup.update_version(user_id, number, &new).await? {
+        if self.storage.backup.update_version(user_id, number, &new).await? == RowWrite::NotFound {
             return Err(no_backup());
         }
         Ok(())
     }
 
     pub async fn delete_version(&self, user_id: &UserId, version: &str) -> Result<()> {
-        if !self.storage.backup.delete_version(user_id, parse_version(version)?).await? {
+        if self.storage.backup.delete_version(user_id, parse_version(version)?).await? == RowWrite::NotFound {
             return Err(no_backup());
         }
         Ok(())
@@ -115,8 +117,7 @@ impl BackupService {
         match self.storage.backup.put_keys(user_id, number, &keys).await? {
             PutKeysOutcome::Stored { etag, count } => Ok((etag.to_string(), count_of(count))),
             PutKeysOutcome::NoSuchVersion => Err(no_backup()),
-            PutKeysOutcome::NotCurrent { current } => Err(Error::new(
-                StatusCode::FORBIDDEN,
+            PutKeysOutcome::NotCurrent { current } => Err(Error::matrix(
                 ErrorKind::WrongRoomKeysVersion(WrongRoomKeysVersionErrorData::new(current.to_string())),
                 "Keys can only be added to the current backup version",
             )),

@@ -8,7 +8,7 @@ use ruma::{DeviceId, OwnedDeviceId, UserId};
 use super::keys::DeviceLists;
 use crate::{
     error::{Error, Result},
-    storage::{Device, Storage},
+    storage::{Device, RowWrite, Storage},
 };
 
 pub struct DeviceService {
@@ -33,7 +33,7 @@ impl DeviceService {
         if name.is_some_and(|n| n.len() > 255) {
             return Err(Error::invalid_param("Display name too long"));
         }
-        if !self.storage.devices.set_display_name(user_id, device_id, name).await? {
+        if self.storage.devices.set_display_name(user_id, device_id, name).await? == RowWrite::NotFound {
             return Err(Error::not_found("No such device"));
         }
         Ok(())
@@ -43,6 +43,7 @@ impl DeviceService {
     pub async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
         let pos = self.device_lists.position_for(&[user_id]).await?;
         self.storage.devices.delete(user_id, device_ids, &pos).await?;
+        self.device_lists.forget_devices(user_id, device_ids);
         Ok(())
     }
 

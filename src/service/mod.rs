@@ -42,6 +42,7 @@ pub struct Services {
     pub devices: devices::DeviceService,
     pub uiaa: uiaa::UiaaService,
     pub account_data: Arc<account_data::AccountDataService>,
+    pub filters: filter::FilterService,
     pub rate_limiter: ratelimit::RateLimiter,
     pub rooms: Arc<rooms::Rooms>,
     pub server_keys: Arc<server_keys::ServerKeys>,
@@ -124,6 +125,7 @@ impl Services {
             backup: backup::BackupService::new(storage.clone()),
             uiaa: uiaa::UiaaService::new(storage.clone(), Arc::clone(&accounts)),
             account_data: Arc::clone(&account_data),
+            filters: filter::FilterService::new(storage.clone()),
             rate_limiter: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             accounts,
             sync: sync::SyncService::new(

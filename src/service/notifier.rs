@@ -70,6 +70,12 @@ impl Notifier {
         &self.latest
     }
 
+    /// Whether a sync of `user_id` is registered for wake-ups: a write for them from now on
+    /// either shows in the response being built or wakes the wait (for tests and metrics).
+    pub fn is_waiting(&self, user_id: &UserId) -> bool {
+        self.users.lock().unwrap_or_else(PoisonError::into_inner).contains_key(user_id)
+    }
+
     /// How many users have a sync waiting (for metrics and tests).
     pub fn waiting_users(&self) -> usize {
         self.users.lock().unwrap_or_else(PoisonError::into_inner).len()

@@ -16,7 +16,7 @@ use crate::{
     error::{Error, Result},
     storage::{
         Storage, StreamAllocator,
-        to_device::{NewToDevice, ToDeviceSender, recipients},
+        to_device::{NewToDevice, ToDeviceSender, ToDeviceWrite, recipients},
     },
 };
 
@@ -80,8 +80,10 @@ impl ToDeviceService {
         let notifier = Arc::clone(&self.notifier);
         pos.on_visible(move || notifier.notify_users(targets.iter().map(|u| &**u)));
         let sender = ToDeviceSender { user_id: &sender.user_id, device_id: &sender.device_id, txn_id };
-        self.storage.to_device.send(sender, event_type, &messages, &pos, now_ms()).await?;
-        Ok(())
+        match self.storage.to_device.send(sender, event_type, &messages, &pos, now_ms()).await? {
+            // A retried request: the first one stored (and delivers) the messages.
+            ToDeviceWrite::Stored | ToDeviceWrite::RepeatedTransaction => Ok(()),
+        }
     }
 }
 

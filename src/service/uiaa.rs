@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use http::StatusCode;
 use ruma::{
     UserId,
     api::{
@@ -64,7 +63,7 @@ impl UiaaService {
                 let session = self.storage.registration.get_session(id).await?;
                 match session {
                     Some(s) if s.scope == scope && now - s.created_at < SESSION_LIFETIME_MS => s,
-                    _ => return Err(Error::new(StatusCode::BAD_REQUEST, ErrorKind::Unknown, "Unknown UIA session")),
+                    _ => return Err(Error::bad_request("Unknown UIA session")),
                 }
             }
             None => UiaaSession {
@@ -135,14 +134,10 @@ impl UiaaService {
                         session.registration_token_hash = Some(hash);
                         Ok(AuthType::RegistrationToken.to_string())
                     }
-                    _ => Err(Error::new(StatusCode::UNAUTHORIZED, ErrorKind::Forbidden, "Invalid registration token")),
+                    _ => Err(Error::auth_stage_failed(ErrorKind::Forbidden, "Invalid registration token")),
                 }
             }
-            _ => Err(Error::new(
-                StatusCode::BAD_REQUEST,
-                ErrorKind::Unrecognized,
-                "Authentication stage not offered for this request",
-            )),
+            _ => Err(Error::unsupported("Authentication stage not offered for this request")),
         }
     }
 }

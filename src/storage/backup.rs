@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use ruma::{OwnedRoomId, RoomId, UserId};
 
-use super::StorageResult;
+use super::{RowWrite, StorageResult};
 
 /// A backup version as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,11 +58,11 @@ pub trait BackupStore: Send + Sync {
     /// A live version, or the current (latest live) one when `version` is `None`.
     async fn version(&self, user_id: &UserId, version: Option<i64>) -> StorageResult<Option<BackupVersion>>;
 
-    /// Replaces a live version's auth data. Returns `false` for an unknown version.
-    async fn update_version(&self, user_id: &UserId, version: i64, algorithm: &str) -> StorageResult<bool>;
+    /// Replaces a live version's auth data.
+    async fn update_version(&self, user_id: &UserId, version: i64, algorithm: &str) -> StorageResult<RowWrite>;
 
-    /// Deletes a live version and its keys. Returns `false` for an unknown version.
-    async fn delete_version(&self, user_id: &UserId, version: i64) -> StorageResult<bool>;
+    /// Deletes a live version and its keys.
+    async fn delete_version(&self, user_id: &UserId, version: i64) -> StorageResult<RowWrite>;
 
     /// Stores keys in the current version, in one transaction. An already stored session is
     /// replaced only by a better key, as the spec orders them: verified over unverified,

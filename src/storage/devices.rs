@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
-use super::{StorageResult, StreamPosition};
+use super::{RowWrite, StorageResult, StreamPosition};
 
 #[derive(Clone, Debug)]
 pub struct Device {
@@ -44,13 +44,12 @@ pub trait DeviceStore: Send + Sync {
 
     async fn list(&self, user_id: &UserId) -> StorageResult<Vec<Device>>;
 
-    /// Returns `false` when there is no such device.
     async fn set_display_name(
         &self,
         user_id: &UserId,
         device_id: &DeviceId,
         display_name: Option<&str>,
-    ) -> StorageResult<bool>;
+    ) -> StorageResult<RowWrite>;
 
     /// Records the last activity seen from a device.
     async fn touch(&self, user_id: &UserId, device_id: &DeviceId, ts: i64, ip: Option<&str>) -> StorageResult<()>;

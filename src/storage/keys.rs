@@ -87,6 +87,15 @@ pub struct KeySignature {
     pub signature: String,
 }
 
+/// What [`KeyStore::put_cross_signing_keys`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum CrossSigningWrite {
+    Stored,
+    /// The master key was not what the caller decided against; nothing was written.
+    MasterKeyChanged,
+}
+
 #[async_trait]
 pub trait KeyStore: Send + Sync {
     /// Stores one upload in one transaction: the device keys (recording a device-list change
@@ -118,14 +127,14 @@ pub trait KeyStore: Send + Sync {
     async fn cross_signing_keys(&self, user_id: &UserId) -> StorageResult<Vec<CrossSigningKeyRow>>;
 
     /// Stores cross-signing keys (replacing those of the same types) and records a
-    /// device-list change at `pos`. Returns `false`, writing nothing, when `check` fails.
+    /// device-list change at `pos`, unless `check` fails.
     async fn put_cross_signing_keys(
         &self,
         user_id: &UserId,
         keys: &[CrossSigningKeyRow],
         check: MasterKeyCheck<'_>,
         pos: &StreamPosition,
-    ) -> StorageResult<bool>;
+    ) -> StorageResult<CrossSigningWrite>;
 
     /// Signatures uploaded on the user's keys.
     async fn signatures(&self, target_user_id: &UserId) -> StorageResult<Vec<KeySignature>>;

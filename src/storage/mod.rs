@@ -48,6 +48,23 @@ pub use self::{
 
 pub type StorageResult<T> = anyhow::Result<T>;
 
+/// The outcome of a write to one row that may not be there (an unknown device, version,
+/// pusher, account): a condition callers must handle, so it is a type, not a `bool`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum RowWrite {
+    Written,
+    /// There was no such row; nothing changed.
+    NotFound,
+}
+
+impl RowWrite {
+    /// From the rows a single-row statement affected.
+    pub fn from_rows(affected: u64) -> Self {
+        if affected > 0 { Self::Written } else { Self::NotFound }
+    }
+}
+
 /// Which database a [`Storage`] runs on; chosen from the URL's scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-use super::StorageResult;
+use super::{RowWrite, StorageResult};
 
 /// The actions the push rules gave an event for one recipient (stored only when they notify).
 #[derive(Clone, Debug)]
@@ -82,7 +82,7 @@ pub trait PushStore: Send + Sync {
     async fn set_pusher(&self, pusher: &PusherRow, append: bool) -> StorageResult<()>;
 
     /// Deletes a pusher and the notifications still queued for it.
-    async fn delete_pusher(&self, user_id: &UserId, app_id: &str, pushkey: &str) -> StorageResult<bool>;
+    async fn delete_pusher(&self, user_id: &UserId, app_id: &str, pushkey: &str) -> StorageResult<RowWrite>;
 
     /// Deletes every user's pushers with this app ID and pushkey (the gateway rejected it).
     async fn delete_pushkey(&self, app_id: &str, pushkey: &str) -> StorageResult<u64>;

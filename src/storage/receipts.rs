@@ -29,11 +29,20 @@ pub struct PresenceRow {
     pub stream_pos: i64,
 }
 
+/// What [`ReceiptStore::put`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum ReceiptWrite {
+    Stored,
+    /// The user's receipt of that kind and thread is already at the event or later.
+    NotNewer,
+}
+
 #[async_trait]
 pub trait ReceiptStore: Send + Sync {
     /// Stores the receipt unless the user already has one of that kind, in that thread, for a
-    /// later event: receipts only move forward. Returns whether it was stored.
-    async fn put(&self, receipt: &Receipt, pos: &StreamPosition) -> StorageResult<bool>;
+    /// later event: receipts only move forward.
+    async fn put(&self, receipt: &Receipt, pos: &StreamPosition) -> StorageResult<ReceiptWrite>;
 
     /// Receipts set in `(after, up_to]` in the given rooms.
     async fn changed_since(&self, room_ids: &[OwnedRoomId], after: i64, up_to: i64) -> StorageResult<Vec<Receipt>>;

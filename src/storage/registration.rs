@@ -34,6 +34,15 @@ pub struct UiaaSession {
     pub created_at: i64,
 }
 
+/// What [`RegistrationStore::consume_token`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum TokenUse {
+    Consumed,
+    /// Unknown, used up or expired; nothing changed.
+    Unusable,
+}
+
 #[async_trait]
 pub trait RegistrationStore: Send + Sync {
     async fn create_token(&self, hash: &[u8], token: RegistrationToken) -> StorageResult<()>;
@@ -46,8 +55,7 @@ pub trait RegistrationStore: Send + Sync {
     async fn delete_tokens_by_prefix(&self, prefix: &str) -> StorageResult<u64>;
 
     /// Counts one completed registration against the token, if it is still usable at `now_ms`.
-    /// Returns `false`, changing nothing, when it is not.
-    async fn consume_token(&self, hash: &[u8], now_ms: i64) -> StorageResult<bool>;
+    async fn consume_token(&self, hash: &[u8], now_ms: i64) -> StorageResult<TokenUse>;
 
     async fn put_session(&self, session: &UiaaSession) -> StorageResult<()>;
 

@@ -8,16 +8,25 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
+
+/// How long a reader waits, at most, for writes below an already acknowledged one to finish.
+/// Writes take milliseconds; this bounds the wait behind one that hangs.
+pub const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Allocates positions and publishes the watermark.
 #[derive(Debug)]
 pub struct StreamAllocator {
     inner: Mutex<Inner>,
     watermark: watch::Sender<i64>,
+    /// Readers inside [`StreamAllocator::wait_for_finished`], for tests and metrics.
+    waiting: AtomicUsize,
 }
 
 /// Work to run once readers can see a position (waking the syncs it concerns).
@@ -30,6 +39,9 @@ struct Inner {
     in_flight: BTreeSet<i64>,
     /// Callbacks waiting for the watermark to reach their position.
     pending: BTreeMap<i64, Vec<OnVisible>>,
+    /// The highest position whose writer has finished (committed or abandoned). Every write
+    /// a client has been told succeeded is at or below it.
+    finished: i64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -42,8 +54,8 @@ impl StreamAllocator {
     /// Starts after `current`, the highest position already stored.
     pub fn new(current: i64) -> Arc<Self> {
         let (watermark, _) = watch::channel(current);
-        let inner = Inner { last: current, in_flight: BTreeSet::new(), pending: BTreeMap::new() };
-        Arc::new(Self { inner: Mutex::new(inner), watermark })
+        let inner = Inner { last: current, in_flight: BTreeSet::new(), pending: BTreeMap::new(), finished: current };
+        Arc::new(Self { inner: Mutex::new(inner), watermark, waiting: AtomicUsize::new(0) })
     }
 
     /// Hands out the next position. Keep the guard until the transaction that writes at this
@@ -61,25 +73,45 @@ impl StreamAllocator {
         *self.watermark.borrow()
     }
 
-    /// Waits until readers can see position `pos`: every position up to it is committed or
-    /// abandoned. A writer that answers its client only then gives read-your-writes: the
-    /// client's next read includes what it wrote, even while an unrelated earlier write is
-    /// still committing.
-    pub async fn visible(&self, pos: i64) {
-        let mut watermark = self.watermark.subscribe();
-        // The sender lives as long as `self`, so this ends when the position is visible.
-        let _ = watermark.wait_for(|mark| *mark >= pos).await;
-    }
-
     /// Notified whenever the watermark moves.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.watermark.subscribe()
+    }
+
+    /// Waits until readers can see every write that had finished when this was called, or
+    /// until `deadline`. Positions finish out of order: a write acknowledged to its client can
+    /// sit above the watermark while a lower position is still being written (by anyone). A
+    /// reader that waits here first sees every write acknowledged before it started; the wait
+    /// lasts only as long as the slowest write in flight below that point.
+    pub async fn wait_for_finished(&self, deadline: Instant) {
+        let target = self.inner.lock().unwrap_or_else(PoisonError::into_inner).finished;
+        let mut watermark = self.watermark.subscribe();
+        if *watermark.borrow_and_update() >= target {
+            return;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _counted = WaitingGuard(&self.waiting);
+        // The sender lives as long as `self`, so `wait_for` ends only by reaching the target.
+        let _ = tokio::time::timeout_at(deadline, watermark.wait_for(|mark| *mark >= target)).await;
+    }
+
+    /// [`StreamAllocator::wait_for_finished`], bounded by [`READ_YOUR_WRITES_WAIT`]: what a
+    /// read that answers a client does first, so that the client sees what it was told is done.
+    pub async fn read_your_writes(&self) {
+        self.wait_for_finished(Instant::now() + READ_YOUR_WRITES_WAIT).await;
+    }
+
+    /// How many readers wait in [`StreamAllocator::wait_for_finished`] now (for tests and
+    /// metrics).
+    pub fn readers_waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     fn complete(&self, pos: i64, on_visible: Vec<OnVisible>) {
         let ready = {
             let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
             inner.in_flight.remove(&pos);
+            inner.finished = inner.finished.max(pos);
             if !on_visible.is_empty() {
                 inner.pending.entry(pos).or_default().extend(on_visible);
             }
@@ -103,6 +135,16 @@ impl StreamAllocator {
         for callback in ready.into_values().flatten() {
             callback();
         }
+    }
+}
+
+/// Counts a reader out of [`StreamAllocator::wait_for_finished`] however its wait ends,
+/// including by being dropped.
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -170,6 +212,31 @@ mod tests {
         assert_eq!(seen.load(Ordering::SeqCst), 0, "position 1 is still open, so 2 is not visible yet");
         drop(a);
         assert_eq!(seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn readers_wait_for_writes_that_finished_above_an_open_position() {
+        let alloc = StreamAllocator::new(0);
+        let slow = alloc.allocate();
+        let fast = alloc.allocate();
+        drop(fast);
+        assert_eq!(alloc.watermark(), 0, "position 2 finished, but 1 is still open");
+        let waiter = {
+            let alloc = Arc::clone(&alloc);
+            tokio::spawn(async move {
+                alloc.wait_for_finished(Instant::now() + std::time::Duration::from_secs(30)).await;
+                alloc.watermark()
+            })
+        };
+        while alloc.readers_waiting() == 0 {
+            assert!(!waiter.is_finished(), "returned before position 2 was visible");
+            tokio::task::yield_now().await;
+        }
+        drop(slow);
+        assert_eq!(waiter.await.ok(), Some(2));
+        assert_eq!(alloc.readers_waiting(), 0);
+        // Nothing in flight: no wait at all.
+        alloc.wait_for_finished(Instant::now()).await;
     }
 
     #[test]

@@ -31,10 +31,19 @@ pub struct ToDeviceSender<'a> {
     pub txn_id: &'a str,
 }
 
+/// What [`ToDeviceStore::send`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum ToDeviceWrite {
+    Stored,
+    /// The sender's device used this transaction ID before: a retry, stored nothing.
+    RepeatedTransaction,
+}
+
 #[async_trait]
 pub trait ToDeviceStore: Send + Sync {
-    /// Stores the batch at `pos`, in one transaction with the sender's transaction ID.
-    /// Returns `false`, storing nothing, when the transaction ID was used before.
+    /// Stores the batch at `pos`, in one transaction with the sender's transaction ID, unless
+    /// that transaction ID was used before.
     async fn send(
         &self,
         sender: ToDeviceSender<'_>,
@@ -42,7 +51,7 @@ pub trait ToDeviceStore: Send + Sync {
         messages: &[NewToDevice<'_>],
         pos: &StreamPosition,
         now_ms: i64,
-    ) -> StorageResult<bool>;
+    ) -> StorageResult<ToDeviceWrite>;
 
     /// Messages for the device at positions `(after, up_to]`, oldest first, at most `limit`.
     async fn pending(

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use ruma::{OwnedUserId, UserId};
 use serde_json::Value as JsonValue;
 
-use super::{StorageResult, StreamPosition};
+use super::{RowWrite, StorageResult, StreamPosition};
 
 /// A stored account.
 #[derive(Clone, Debug)]
@@ -47,13 +47,13 @@ pub trait UserStore: Send + Sync {
 
     async fn get(&self, user_id: &UserId) -> StorageResult<Option<User>>;
 
-    /// Replaces the password hash. Returns `false` when there is no such account.
-    async fn set_password_hash(&self, user_id: &UserId, hash: Option<&str>) -> StorageResult<bool>;
+    /// Replaces the password hash.
+    async fn set_password_hash(&self, user_id: &UserId, hash: Option<&str>) -> StorageResult<RowWrite>;
 
     /// Marks the account deactivated and erases what it held: password, profile, devices,
     /// access tokens and all E2EE data, in one transaction, recording a device-list change at
     /// `pos`.
-    async fn deactivate(&self, user_id: &UserId, pos: &StreamPosition) -> StorageResult<bool>;
+    async fn deactivate(&self, user_id: &UserId, pos: &StreamPosition) -> StorageResult<RowWrite>;
 
     /// The whole profile, or `None` when there is no such live account.
     async fn profile(&self, user_id: &UserId) -> StorageResult<Option<Vec<(String, JsonValue)>>>;

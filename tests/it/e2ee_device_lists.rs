@@ -114,7 +114,7 @@ async fn device_list_change_wakes_a_waiting_sync(backend: Backend) {
     let query = format!("since={since}&timeout=20000");
     let waiting = sync(&s, &alice, &query);
     let upload = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.wait_for_long_poll(&alice.user_id).await;
         upload_device_keys(&s, &bob).await;
     };
     let (resp, ()) = tokio::join!(waiting, upload);

@@ -19,6 +19,8 @@ both_backends!(
     presence_goes_unavailable_and_offline,
     presence_flapping_is_coalesced,
     presence_can_be_disabled,
+    an_abandoned_sync_stops_counting,
+    typing_after_a_restart_reaches_old_tokens,
 );
 
 fn next(resp: &Value) -> String {
@@ -327,5 +329,82 @@ async fn presence_can_be_disabled(backend: Backend) {
     assert_eq!(body["presence"], "offline");
     let resp = sync(&s, &bob, "").await;
     assert!(resp["presence"]["events"].as_array().is_none_or(Vec::is_empty), "{resp}");
+    s.finish().await;
+}
+
+/// A sync whose client goes away mid-poll (the server drops the handler's future) no longer
+/// counts as running: the user goes offline as if it had ended.
+async fn an_abandoned_sync_stops_counting(backend: Backend) {
+    let Some(s) = TestServer::spawn_with(backend, |c| {
+        c.presence.offline_after_secs = 1;
+        c.presence.min_update_interval_secs = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = s.register("alice").await;
+    let user_id = <&ruma::UserId>::try_from(alice.user_id.as_str()).expect("user ID");
+    let since = next(&sync(&s, &alice, "").await);
+    let polling = {
+        let (http, url, token) = (
+            s.http.clone(),
+            s.url(&format!("/_matrix/client/v3/sync?since={since}&timeout=60000")),
+            alice.token.clone(),
+        );
+        tokio::spawn(async move { http.get(url).bearer_auth(token).send().await })
+    };
+    s.wait_for_long_poll(&alice.user_id).await;
+    assert_eq!(s.services().presence.syncing(user_id), 1);
+    // The client gives up: its connection closes while the sync waits.
+    polling.abort();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.services().presence.syncing(user_id) != 0 {
+        assert!(Instant::now() < deadline, "the abandoned sync still counts as running");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Asked of the service: a request of alice's own would count as activity.
+    loop {
+        let view = s.services().presence.get(user_id).await.expect("presence");
+        if view.state == "offline" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never went offline: {view:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.finish().await;
+}
+
+/// Typing lives in memory, with serials that start over when the server does. A client still
+/// holding a token from before the restart (with a higher serial) must see typing again at
+/// once, and must be told that whatever it saw typing before is over.
+async fn typing_after_a_restart_reaches_old_tokens(backend: Backend) {
+    let Some(s) = TestServer::spawn(backend).await else { return };
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    let typing_path = format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id));
+    let bob_since = next(&sync(&s, &bob, "").await);
+    // Several changes, so that bob's token carries a serial well above a fresh server's.
+    for typing in [true, false, true, false, true] {
+        let (status, _) = s.put(&typing_path, Some(&alice.token), json!({"typing": typing, "timeout": 30000})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, bob_since) = sync_until(&s, &bob, &bob_since, |r| {
+        ephemeral(r, &room, "m.typing").filter(|e| e["content"]["user_ids"] == json!([alice.user_id])).cloned()
+    })
+    .await;
+
+    let db = s.stop().await;
+    let s = TestServer::start_on(db, |_| {}).await;
+    // Alice was typing before the restart; that is over now, and bob hears so.
+    let (ended, bob_since) = sync_until(&s, &bob, &bob_since, |r| ephemeral(r, &room, "m.typing").cloned()).await;
+    assert_eq!(ended["content"]["user_ids"], json!([]), "{ended}");
+    // New typing reaches bob although the new serial is below his token's.
+    let (status, _) = s.put(&typing_path, Some(&alice.token), json!({"typing": true, "timeout": 30000})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (typing, _) = sync_until(&s, &bob, &bob_since, |r| ephemeral(r, &room, "m.typing").cloned()).await;
+    assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]), "{typing}");
     s.finish().await;
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::harness::{Backend, TestServer, assert_error, both_backends};
 
-both_backends!(error_table, body_size_limit, cors_everywhere, rate_limiting);
+both_backends!(error_table, body_size_limit, cors_everywhere, rate_limiting, corrupt_stored_json_is_an_error);
 
 async fn error_table(backend: Backend) {
     let Some(s) = TestServer::spawn(backend).await else { return };
@@ -129,5 +129,47 @@ async fn rate_limiting(backend: Backend) {
     assert!(body["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0 && ms <= 2000), "{body}");
     // Endpoints not marked rate-limited are not affected.
     assert_eq!(s.get("/_matrix/client/versions", None).await.0, StatusCode::OK);
+    s.finish().await;
+}
+
+/// Stored JSON that no longer parses is an internal error (logged, `500 M_UNKNOWN`), never
+/// quietly replaced by a default: push rules are not reset, a profile is not emptied.
+async fn corrupt_stored_json_is_an_error(backend: Backend) {
+    let Some(s) = TestServer::spawn(backend).await else { return };
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let rule = "/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled";
+    assert_eq!(s.put(rule, Some(&alice.token), json!({"enabled": true})).await.0, StatusCode::OK);
+    let room = crate::sync::create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+
+    let db = s.stop().await;
+    db.execute("UPDATE account_data SET content = '{\"global\": 5}' WHERE data_type = 'm.push_rules'").await;
+    db.execute("UPDATE profiles SET value = 'not json' WHERE user_id = '@bob:localhost'").await;
+    let s = TestServer::start_on(db, |_| {}).await;
+    assert_error(
+        &s.get("/_matrix/client/v3/pushrules/", Some(&alice.token)).await,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "M_UNKNOWN",
+    );
+    let join =
+        s.post(&format!("/_matrix/client/v3/join/{}", crate::harness::enc(&room)), Some(&bob.token), json!({})).await;
+    assert_error(&join, StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN");
+    // Alice's broken rules do not stop her room: she is evaluated with the defaults.
+    let send = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/t1", crate::harness::enc(&room)),
+            Some(&bob.token),
+            json!({"msgtype": "m.text", "body": "hi"}),
+        )
+        .await;
+    assert_eq!(send.0, StatusCode::FORBIDDEN, "bob never joined: {}", send.1);
+    let mine = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/t2", crate::harness::enc(&room)),
+            Some(&alice.token),
+            json!({"msgtype": "m.text", "body": "hi"}),
+        )
+        .await;
+    assert_eq!(mine.0, StatusCode::OK, "{}", mine.1);
     s.finish().await;
 }

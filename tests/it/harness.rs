@@ -72,9 +72,25 @@ impl TestDb {
         self.dir.path().to_path_buf()
     }
 
+    /// Runs one statement directly on the database, behind the server's back (to corrupt
+    /// stored data, for example).
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("connect to sqlite");
+                conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await.expect("statement");
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect to postgres");
+                conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await.expect("statement");
+            }
+        }
+    }
+
     /// Drops the PostgreSQL database; SQLite files go with the temporary directory.
     pub async fn drop_db(self) {
-        if let (Some(name), Some(base)) = (&self.pg_name, postgres_base_url())
+        if let Some(name) = &self.pg_name
+            && let Some(base) = postgres_base_url()
             && let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{base}/postgres")).await
         {
             let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await;
@@ -88,10 +104,19 @@ fn postgres_base_url() -> Option<String> {
         _ => {
             let required = std::env::var("TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
             assert!(!required, "TEST_REQUIRE_POSTGRES=1 but TEST_POSTGRES_URL is not set");
-            eprintln!("skipped: PostgreSQL (set TEST_POSTGRES_URL to run it)");
+            skipped("PostgreSQL is not configured (set TEST_POSTGRES_URL to run it)");
             None
         }
     }
+}
+
+/// Says that the running test is skipped, where it is seen: straight to standard error,
+/// past the test harness's output capture (which would show it only for a failing test), so a
+/// skipped test never passes for an "ok" unnoticed.
+pub fn skipped(why: &str) {
+    use std::io::Write as _;
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
 }
 
 /// Drops databases left behind by earlier runs whose tests panicked before cleaning up.
@@ -200,6 +225,17 @@ impl TestServer {
     /// The server's services, for setting up state the API cannot (admin actions).
     pub fn services(&self) -> &parley::service::Services {
         &self.handle.as_ref().expect("running").services
+    }
+
+    /// Waits until the server holds a sync of `user_id` registered for wake-ups, so that
+    /// whatever the test writes next must wake it (or be in the response it is building).
+    pub async fn wait_for_long_poll(&self, user_id: &str) {
+        let user_id = <&ruma::UserId>::try_from(user_id).expect("user ID");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !self.services().notifier.is_waiting(user_id) {
+            assert!(std::time::Instant::now() < deadline, "no sync of {user_id} waiting");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -14,6 +14,7 @@ mod e2ee_to_device;
 mod e2ee_util;
 mod ephemeral;
 mod errors;
+mod hostile_input;
 mod push;
 mod real_client;
 mod room_util;

@@ -23,6 +23,7 @@ both_backends!(
     gateway_outage_survives_restart_exactly_once,
     rejected_pushkeys_remove_their_pusher,
     notifications_list,
+    push_caches_are_bounded,
 );
 
 /// A push gateway on loopback that records what it receives.
@@ -426,5 +427,35 @@ async fn notifications_list(backend: Backend) {
     assert_eq!(s.post(&receipt, Some(&bob.token), json!({})).await.0, StatusCode::OK);
     let (_, all) = s.get("/_matrix/client/v3/notifications", Some(&bob.token)).await;
     assert!(all["notifications"].as_array().expect("list").iter().all(|n| n["read"] == true));
+    s.finish().await;
+}
+
+/// Rule sets and pushers are cached for `push.cached_users` users at most, and evaluation
+/// stays right for the users that fell out of the cache.
+async fn push_caches_are_bounded(backend: Backend) {
+    let Some(s) = TestServer::spawn_with(backend, |c| {
+        c.push.ip_range_allowlist = vec!["127.0.0.1/32".parse().expect("net")];
+        c.push.cached_users = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let (gateway, url) = Gateway::start().await;
+    let alice = s.register("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let mut members = Vec::new();
+    for n in 0..5 {
+        let member = s.register(&format!("m{n}")).await;
+        join(&s, &member, &room).await;
+        members.push(member);
+    }
+    assert_eq!(add_pusher(&s, &members[0], &url, "first", json!({})).await.0, StatusCode::OK);
+    for n in 0..3 {
+        let event = send(&s, &alice, &room, &format!("hello {n}")).await;
+        gateway.wait_for(Duration::from_secs(10), |n| n["event_id"] == event.as_str()).await;
+        let (rulesets, pushers) = s.services().push.cached_users();
+        assert!(rulesets <= 2 && pushers <= 2, "cached for {rulesets} and {pushers} users");
+    }
     s.finish().await;
 }

@@ -282,7 +282,12 @@ async fn timestamp_to_event(backend: Backend) {
     let room = create_room(&s, &alice, json!({})).await;
     let mut sent = Vec::new();
     for i in 0..5 {
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        // Each event in a millisecond of its own: wait until the clock has passed the last one.
+        if let Some((_, last)) = sent.last() {
+            while parley::service::now_ms() <= *last {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
         let id = send_text(&s, &alice, &room, &format!("at {i}")).await;
         let (_, event) = s.get(&room_path(&room, &format!("event/{}", enc(&id))), Some(&alice.token)).await;
         sent.push((id, event["origin_server_ts"].as_i64().expect("ts")));

@@ -17,8 +17,8 @@ pub fn sign_as_notary(
         .into_iter()
         .map(|mut object| {
             key.sign_json(notary, &mut object)?;
-            let json = serde_json::to_string(&object).map_err(|e| KeyError::Sign(e.to_string()))?;
-            Raw::from_json_string(json).map_err(|e| KeyError::Sign(e.to_string()))
+            let json = serde_json::to_string(&object).map_err(|e| KeyError::Serialize(Box::new(e)))?;
+            Raw::from_json_string(json).map_err(|e| KeyError::Serialize(Box::new(e)))
         })
         .collect()
 }

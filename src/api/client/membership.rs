@@ -54,7 +54,7 @@ async fn change(
     extra: Map<String, JsonValue>,
 ) -> Result<()> {
     let profile = match membership {
-        "join" | "invite" | "knock" => services.accounts.profile(target).await.unwrap_or_default(),
+        "join" | "invite" | "knock" => services.accounts.member_profile(target).await?,
         _ => Vec::new(),
     };
     let change = MembershipChange { room_id, sender, target, membership, reason, extra };
@@ -99,11 +99,7 @@ async fn invite(
     req: Ruma<invite_user::v3::Request>,
 ) -> RumaResult<invite_user::v3::Response> {
     let InvitationRecipient::UserId(recipient) = &req.body.recipient else {
-        return Err(Error::new(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::Unrecognized,
-            "Third-party invites are not supported",
-        ));
+        return Err(Error::unsupported("Third-party invites are not supported"));
     };
     let target = &recipient.user_id;
     if services.accounts.get(target).await?.is_none_or(|u| u.deactivated) {

@@ -26,7 +26,7 @@ use crate::{
     error::{Error, Result},
     service::{
         Services,
-        rooms::read::{MAX_PAGE, PageRequest, PageToken, StreamToken},
+        rooms::read::{MAX_PAGE, PageRequest, PageToken},
     },
     storage::Direction,
 };
@@ -105,11 +105,7 @@ async fn messages(
     let user = &req.auth.user_id;
     services.rooms.read.check_can_read(&body.room_id, user).await?;
     let dir = direction(body.dir);
-    let from: PageToken = match &body.from {
-        Some(token) => token.parse()?,
-        None if dir == Direction::Backward => services.rooms.read.current_token().into(),
-        None => StreamToken(0).into(),
-    };
+    let from = body.from.as_deref().map(str::parse::<PageToken>).transpose()?;
     let to = body.to.as_deref().map(str::parse::<PageToken>).transpose()?;
     let limit = u32::try_from(u64::from(body.limit)).unwrap_or(MAX_PAGE);
     let page =
@@ -120,7 +116,7 @@ async fn messages(
         None => Vec::new(),
     };
     let mut response = get_message_events::v3::Response::new();
-    response.start = from.to_string();
+    response.start = page.start.to_string();
     response.end = page.end.map(|t| t.to_string());
     response.chunk = services
         .rooms
@@ -151,7 +147,7 @@ async fn context(
     let mut before = Vec::new();
     let mut start = PageToken::before(event.topo_point());
     if before_limit > 0 {
-        let request = PageRequest { from: start, to: None, dir: Direction::Backward, limit: before_limit };
+        let request = PageRequest { from: Some(start), to: None, dir: Direction::Backward, limit: before_limit };
         let page = services.rooms.read.paginate(user, &body.room_id, request, &body.filter).await?;
         start = page.end.unwrap_or_else(|| page.events.last().map_or(start, |p| PageToken::before(p.topo_point())));
         before = page.events;
@@ -159,7 +155,7 @@ async fn context(
     let mut after = Vec::new();
     let mut end = PageToken::after(event.topo_point());
     if after_limit > 0 {
-        let request = PageRequest { from: end, to: None, dir: Direction::Forward, limit: after_limit };
+        let request = PageRequest { from: Some(end), to: None, dir: Direction::Forward, limit: after_limit };
         let page = services.rooms.read.paginate(user, &body.room_id, request, &body.filter).await?;
         end = page.end.unwrap_or_else(|| page.events.last().map_or(end, |p| PageToken::after(p.topo_point())));
         after = page.events;

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::{Router, extract::State};
-use http::StatusCode;
 use ruma::api::{
     client::{
         account::{
@@ -40,7 +39,7 @@ async fn register(
 ) -> RumaResult<register::v3::Response> {
     let body = &req.body;
     if body.kind == RegistrationKind::Guest {
-        return Err(Error::new(StatusCode::FORBIDDEN, ErrorKind::GuestAccessForbidden, "Guest access is not allowed"));
+        return Err(Error::matrix(ErrorKind::GuestAccessForbidden, "Guest access is not allowed"));
     }
     let stage = match services.config.registration.mode {
         RegistrationMode::Disabled => return Err(Error::forbidden("Registration is disabled")),

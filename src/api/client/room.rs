@@ -84,7 +84,7 @@ async fn create(
     if !body.invite_3pid.is_empty() {
         return Err(Error::invalid_param("Third-party invites are not supported"));
     }
-    let profile = services.accounts.profile(creator).await.unwrap_or_default();
+    let profile = services.accounts.member_profile(creator).await?;
     let room_id = services
         .rooms
         .timeline

@@ -49,11 +49,7 @@ async fn login(
     req: Ruma<login::v3::Request>,
 ) -> RumaResult<login::v3::Response> {
     let LoginInfo::Password(password) = &req.body.login_info else {
-        return Err(Error::new(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::Unknown,
-            "Only m.login.password is supported",
-        ));
+        return Err(Error::bad_request("Only m.login.password is supported"));
     };
     let name = match (&password.identifier, &password.user) {
         (Some(UserIdentifier::Matrix(id)), _) => &id.user,

@@ -3,9 +3,12 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, extract::State};
-use ruma::api::client::{
-    filter::{FilterDefinition, create_filter, get_filter},
-    sync::sync_events::{self, v3::Filter},
+use ruma::{
+    api::client::{
+        filter::{create_filter, get_filter},
+        sync::sync_events,
+    },
+    presence::PresenceState,
 };
 
 use crate::{
@@ -14,8 +17,8 @@ use crate::{
         extract::{Ruma, RumaResult},
         router::RumaRouter as _,
     },
-    error::{Error, Result},
-    service::{Services, auth::AuthedUser, secrets, sync::SyncRequest},
+    error::Error,
+    service::{Services, sync::SyncRequest},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -29,33 +32,24 @@ async fn sync(
     req: Ruma<sync_events::v3::Request>,
 ) -> RumaResult<sync_events::v3::Response> {
     let body = &req.body;
-    let filter = match &body.filter {
-        None => FilterDefinition::default(),
-        Some(Filter::FilterDefinition(filter)) => filter.clone(),
-        Some(Filter::FilterId(id)) => load_filter(&services, &req.auth, id).await?,
-        Some(_) => return Err(Error::invalid_param("Unsupported filter")),
+    // ruma takes any string; the spec knows three.
+    let set_presence = match &body.set_presence {
+        state @ (PresenceState::Online | PresenceState::Offline | PresenceState::Unavailable) => state.clone(),
+        other => return Err(Error::invalid_param(format!("Unknown set_presence `{other}`"))),
     };
+    let since = body.since.as_deref().map(str::parse).transpose()?;
+    let filter = services.filters.for_sync(&req.auth.user_id, body.filter.as_ref()).await?;
     let max = services.config.http.max_sync_timeout();
     let request = SyncRequest {
         user: req.auth.clone(),
-        since: body.since.as_deref().map(str::parse).transpose()?,
+        since,
         full_state: body.full_state,
         filter,
         timeout: body.timeout.unwrap_or(Duration::ZERO).min(max),
         use_state_after: body.use_state_after,
-        set_presence: body.set_presence.to_string(),
+        set_presence,
     };
     Ok(services.sync.sync(&request).await?.into())
-}
-
-async fn load_filter(services: &Services, user: &AuthedUser, id: &str) -> Result<FilterDefinition> {
-    let json = services
-        .storage
-        .filters
-        .get(&user.user_id, id)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("Unknown filter {id}")))?;
-    Ok(serde_json::from_str(&json)?)
 }
 
 /// `POST /_matrix/client/v3/user/{userId}/filter`
@@ -65,9 +59,7 @@ async fn create(
     req: Ruma<create_filter::v3::Request>,
 ) -> RumaResult<create_filter::v3::Response> {
     own_data(&req.auth, &req.body.user_id)?;
-    let id = secrets::random_string(12, b"abcdefghijklmnopqrstuvwxyz0123456789");
-    let json = serde_json::to_string(&req.body.filter)?;
-    services.storage.filters.put(&req.auth.user_id, &id, &json).await?;
+    let id = services.filters.create(&req.auth.user_id, &req.body.filter).await?;
     Ok(create_filter::v3::Response::new(id).into())
 }
 
@@ -78,6 +70,6 @@ async fn get(
     req: Ruma<get_filter::v3::Request>,
 ) -> RumaResult<get_filter::v3::Response> {
     own_data(&req.auth, &req.body.user_id)?;
-    let filter = load_filter(&services, &req.auth, &req.body.filter_id).await?;
+    let filter = services.filters.get(&req.auth.user_id, &req.body.filter_id).await?;
     Ok(get_filter::v3::Response::new(filter).into())
 }

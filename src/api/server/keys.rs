@@ -31,6 +31,6 @@ async fn server_keys(
         .server_keys
         .signing_key()
         .server_keys(&services.config.server_name, MilliSecondsSinceUnixEpoch::now(), KEY_VALIDITY)
-        .map_err(|e| Error::internal(e.to_string()))?;
+        .map_err(|e| Error::Internal(anyhow::Error::new(e).context("signing the server keys")))?;
     Ok(get_server_keys::v2::Response::new(keys).into())
 }

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, UserId, presence::PresenceState};
 use serde_json::{Value as JsonValue, json};
 use tokio::{sync::watch, time::Instant};
 
@@ -72,6 +72,21 @@ impl UserPresence {
     }
 }
 
+/// A running sync, counted for presence until dropped.
+pub struct SyncingGuard {
+    /// `None` when presence is disabled: nothing was counted.
+    presence: Option<Arc<PresenceService>>,
+    user_id: OwnedUserId,
+}
+
+impl Drop for SyncingGuard {
+    fn drop(&mut self) {
+        if let Some(presence) = &self.presence {
+            presence.sync_ended(&self.user_id);
+        }
+    }
+}
+
 /// A user's presence as clients see it.
 #[derive(Clone, Debug)]
 pub struct PresenceView {
@@ -126,30 +141,37 @@ impl PresenceService {
         });
     }
 
-    /// A `/sync` began, with its `set_presence` (`online` when absent).
-    pub fn sync_started(&self, user_id: &UserId, set_presence: &str) {
+    /// A `/sync` began, with its `set_presence` (`online` when absent). It counts as running
+    /// until the returned guard is dropped, which also happens when the sync's future is
+    /// dropped half-way (a client gone, a timeout, shutdown): a count raised before an await
+    /// and lowered after it would stay up forever then, and the user would never go offline.
+    pub fn sync_started(self: &Arc<Self>, user_id: &UserId, set_presence: &PresenceState) -> SyncingGuard {
         if !self.config.enabled {
-            return;
+            return SyncingGuard { presence: None, user_id: user_id.to_owned() };
         }
         self.with_user(user_id, |p| p.syncing += 1);
         match set_presence {
-            "offline" => {}
-            "unavailable" => self.with_user(user_id, |p| {
+            PresenceState::Offline => {}
+            PresenceState::Unavailable => self.with_user(user_id, |p| {
                 p.state = "unavailable".to_owned();
                 p.explicit = true;
             }),
+            // `online`; the API refuses any other value before a sync starts.
             _ => self.touch(user_id),
         }
+        SyncingGuard { presence: Some(Arc::clone(self)), user_id: user_id.to_owned() }
     }
 
-    pub fn sync_ended(&self, user_id: &UserId) {
-        if !self.config.enabled {
-            return;
-        }
+    fn sync_ended(&self, user_id: &UserId) {
         self.with_user(user_id, |p| {
             p.syncing = p.syncing.saturating_sub(1);
             p.last_sync_end = Some(Instant::now());
         });
+    }
+
+    /// How many syncs of the user are running now (for tests and metrics).
+    pub fn syncing(&self, user_id: &UserId) -> u32 {
+        self.users.lock().unwrap_or_else(PoisonError::into_inner).get(user_id).map_or(0, |p| p.syncing)
     }
 
     /// `PUT /presence/{userId}/status`. Published at once (subject to the flap interval).
@@ -283,7 +305,8 @@ impl PresenceService {
             currently_active: published.currently_active,
             stream_pos: 0,
         };
-        // Asked before the position is taken: a held position holds back every reader.
+        // Who to wake is looked up before the position is taken: an open position holds back
+        // every reader's watermark, so it is held for the write alone.
         let audience: Vec<OwnedUserId> = self.sharing_rooms_with(user_id).await?.into_iter().collect();
         let mut pos = self.stream.allocate();
         self.notifier.latest().note(Key::Presence, pos.get());

@@ -8,7 +8,10 @@ use serde_json::{Value as JsonValue, json};
 use crate::{
     error::{Error, Result},
     service::{account_data::AccountDataService, latest::Key, notifier::Notifier, now_ms, rooms::Rooms},
-    storage::{Storage, StreamAllocator, receipts::Receipt},
+    storage::{
+        Storage, StreamAllocator,
+        receipts::{Receipt, ReceiptWrite},
+    },
 };
 
 pub const READ: &str = "m.read";
@@ -71,7 +74,7 @@ impl ReceiptService {
         };
         let mut pos = self.stream.allocate();
         self.notifier.latest().note(Key::Receipts(room_id.to_owned()), pos.get());
-        if self.storage.receipts.put(&receipt, &pos).await? {
+        if self.storage.receipts.put(&receipt, &pos).await? == ReceiptWrite::Stored {
             let notifier = Arc::clone(&self.notifier);
             let audience: Vec<_> = if receipt_type == READ {
                 self.rooms.members.audience_of(room_id).await?.iter().cloned().collect()

@@ -25,7 +25,7 @@ use crate::{
         auth::AuthedUser,
         uiaa::{UiaaRequest, UiaaService},
     },
-    storage::keys::{CrossSigningKeyRow, KeySignature, MasterKeyCheck},
+    storage::keys::{CrossSigningKeyRow, CrossSigningWrite, KeySignature, MasterKeyCheck},
 };
 
 /// How many times an unauthorised upload retries after losing a race before it asks for UIA.
@@ -96,16 +96,13 @@ impl KeyService {
             };
             let rows: Vec<CrossSigningKeyRow> = keys.iter().map(|k| k.row.clone()).collect();
             let pos = self.device_lists.position_for(&[user_id]).await?;
-            if self.storage.keys.put_cross_signing_keys(user_id, &rows, check, &pos).await? {
-                return Ok(());
+            match self.storage.keys.put_cross_signing_keys(user_id, &rows, check, &pos).await? {
+                CrossSigningWrite::Stored => return Ok(()),
+                CrossSigningWrite::MasterKeyChanged => {}
             }
             // Someone uploaded a master key in between: look again, which now needs UIA.
         }
-        Err(Error::new(
-            http::StatusCode::CONFLICT,
-            ruma::api::error::ErrorKind::Unknown,
-            "Cross-signing keys changed concurrently; try again",
-        ))
+        Err(Error::conflict("Cross-signing keys changed concurrently; try again"))
     }
 
     /// `/keys/signatures/upload`. Allowed: a user's self-signing key signing their own
@@ -139,7 +136,13 @@ impl KeyService {
                     match target_master.filter(|m| public_key(&m.key_id) == key_id) {
                         Some(master) if target_user == signer_id => {
                             // A device vouching for its user's master key.
-                            let device_keys = own_devices.iter().filter_map(|d| device_signing_key(&d.json)).collect();
+                            let device_keys = own_devices
+                                .iter()
+                                .map(|d| device_signing_key(&d.json))
+                                .collect::<Result<Vec<_>>>()?
+                                .into_iter()
+                                .flatten()
+                                .collect();
                             (master.json.clone(), device_keys)
                         }
                         Some(master) => {
@@ -241,11 +244,12 @@ fn public_key(key_id: &str) -> &str {
 }
 
 /// A device's signing key from its device-keys JSON: `(ed25519:<device ID>, public key)`.
-fn device_signing_key(json: &str) -> Option<(String, String)> {
-    let keys: ruma::encryption::DeviceKeys = serde_json::from_str(json).ok()?;
+/// The keys were checked when uploaded, so JSON that does not parse back is an internal error
+/// (logged), not a device without a key.
+fn device_signing_key(json: &str) -> Result<Option<(String, String)>> {
+    let keys: ruma::encryption::DeviceKeys = serde_json::from_str(json)?;
     let key_id = format!("ed25519:{}", keys.device_id);
-    let public = keys.keys.iter().find(|(id, _)| id.as_str() == key_id)?.1.clone();
-    Some((key_id, public))
+    Ok(keys.keys.iter().find(|(id, _)| id.as_str() == key_id).map(|(_, public)| (key_id.clone(), public.clone())))
 }
 
 /// Whether `json` carries a valid signature by `signer`'s key `key_id`.

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 
 use crate::{
     error::Result,
@@ -48,6 +48,13 @@ impl DeviceLists {
         let notifier = Arc::clone(&self.notifier);
         pos.on_visible(move || notifier.notify_users(targets.iter().map(|u| &**u)));
         Ok(pos)
+    }
+
+    /// The devices are gone: their entries in the latest-position index go too.
+    pub fn forget_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) {
+        for device_id in device_ids {
+            self.notifier.latest().forget_device(user_id, device_id);
+        }
     }
 }
 

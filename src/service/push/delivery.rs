@@ -138,11 +138,15 @@ impl PushService {
         if !status.is_success() {
             return Err(Error::internal(format!("gateway answered {status}")));
         }
-        // `{"rejected": [pushkey, ...]}`; a gateway that says nothing rejected nothing.
-        let rejected = serde_json::from_slice::<JsonValue>(&body)
-            .ok()
-            .and_then(|v| v.get("rejected").and_then(JsonValue::as_array).cloned())
-            .unwrap_or_default();
+        // `{"rejected": [pushkey, ...]}`. The gateway accepted the notification (2xx); a body
+        // that says nothing usable rejected nothing, but is worth a warning.
+        let rejected = match serde_json::from_slice::<JsonValue>(&body) {
+            Ok(answer) => answer.get("rejected").and_then(JsonValue::as_array).cloned().unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "push gateway answered with a body that is not JSON");
+                Vec::new()
+            }
+        };
         Ok(rejected.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
     }
 
@@ -166,7 +170,7 @@ impl PushService {
         let mut device_data = data.data.clone();
         device_data.remove("url");
         device_data.remove("format");
-        device.data = serde_json::from_value(JsonValue::Object(device_data)).unwrap_or_default();
+        device.data = serde_json::from_value(JsonValue::Object(device_data))?;
 
         let mut notification = Notification::new(vec![device]);
         let unread = UInt::try_from(self.storage.push.total_unread(&push.user_id).await?).unwrap_or_default();

@@ -51,7 +51,15 @@ impl PushService {
 
         let mut outcome = PushOutcome::default();
         for user_id in recipients {
-            let ruleset = self.ruleset(account_data, &user_id).await?;
+            // One member's unreadable rules (a bug, logged) must not stop the room: that member
+            // is evaluated with the server's defaults until it is fixed.
+            let ruleset = match self.ruleset(account_data, &user_id).await {
+                Ok(ruleset) => ruleset,
+                Err(e) => {
+                    tracing::error!(%user_id, error = %e, "push rules unreadable; using the server defaults");
+                    std::sync::Arc::new(ruma::push::Ruleset::server_default(&user_id))
+                }
+            };
             let display_name = self.display_name(head, &user_id).await?;
             let mut context =
                 PushConditionRoomCtx::new(head.room_id.clone(), member_count, user_id.clone(), display_name);

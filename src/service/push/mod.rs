@@ -13,10 +13,11 @@ pub mod pushers;
 pub mod rules;
 
 use std::{
-    collections::HashMap,
+    num::NonZeroUsize,
     sync::{Arc, Mutex, PoisonError},
 };
 
+use lru::LruCache;
 use ruma::{OwnedUserId, UserId, push::Ruleset};
 use tokio::sync::Notify;
 
@@ -31,24 +32,32 @@ pub struct PushService {
     config: Arc<Config>,
     storage: Storage,
     rooms: Arc<Rooms>,
-    /// Each user's rule set, kept until they change it.
-    rulesets: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
-    /// Each user's pushers, kept until they change them.
-    pushers: Mutex<HashMap<OwnedUserId, Arc<Vec<PusherRow>>>>,
+    /// Rule sets of the `push.cached_users` users evaluated most recently: every message is
+    /// evaluated for every member, so these are read constantly; the least recently used go.
+    rulesets: Mutex<LruCache<OwnedUserId, Arc<Ruleset>>>,
+    /// Pushers of as many users, kept the same way.
+    pushers: Mutex<LruCache<OwnedUserId, Arc<Vec<PusherRow>>>>,
     /// Wakes the delivery worker when notifications are queued.
     pub(crate) queued: Arc<Notify>,
 }
 
 impl PushService {
     pub fn new(config: Arc<Config>, storage: Storage, rooms: Arc<Rooms>) -> Arc<Self> {
+        let capacity = NonZeroUsize::new(config.push.cached_users).unwrap_or(NonZeroUsize::MIN);
         Arc::new(Self {
             config,
             storage,
             rooms,
-            rulesets: Mutex::default(),
-            pushers: Mutex::default(),
+            rulesets: Mutex::new(LruCache::new(capacity)),
+            pushers: Mutex::new(LruCache::new(capacity)),
             queued: Arc::new(Notify::new()),
         })
+    }
+
+    /// (users with a cached rule set, users with cached pushers), for tests and metrics.
+    pub fn cached_users(&self) -> (usize, usize) {
+        let rulesets = self.rulesets.lock().unwrap_or_else(PoisonError::into_inner).len();
+        (rulesets, self.pushers.lock().unwrap_or_else(PoisonError::into_inner).len())
     }
 
     /// The user's rule set, from memory when cached.
@@ -57,7 +66,7 @@ impl PushService {
             return Ok(Arc::clone(ruleset));
         }
         let ruleset = Arc::new(rules::load(account_data, user_id).await?);
-        self.rulesets.lock().unwrap_or_else(PoisonError::into_inner).insert(user_id.to_owned(), Arc::clone(&ruleset));
+        self.rulesets.lock().unwrap_or_else(PoisonError::into_inner).put(user_id.to_owned(), Arc::clone(&ruleset));
         Ok(ruleset)
     }
 
@@ -69,7 +78,7 @@ impl PushService {
         ruleset: Ruleset,
     ) -> Result<()> {
         rules::store(account_data, user_id, &ruleset).await?;
-        self.rulesets.lock().unwrap_or_else(PoisonError::into_inner).insert(user_id.to_owned(), Arc::new(ruleset));
+        self.rulesets.lock().unwrap_or_else(PoisonError::into_inner).put(user_id.to_owned(), Arc::new(ruleset));
         Ok(())
     }
 
@@ -79,7 +88,7 @@ impl PushService {
             return Ok(Arc::clone(pushers));
         }
         let pushers = Arc::new(self.storage.push.pushers(user_id).await?);
-        self.pushers.lock().unwrap_or_else(PoisonError::into_inner).insert(user_id.to_owned(), Arc::clone(&pushers));
+        self.pushers.lock().unwrap_or_else(PoisonError::into_inner).put(user_id.to_owned(), Arc::clone(&pushers));
         Ok(pushers)
     }
 

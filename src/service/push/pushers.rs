@@ -10,7 +10,7 @@ use super::{PushService, gateway::GatewayClient};
 use crate::{
     error::{Error, Result},
     service::now_ms,
-    storage::push::PusherRow,
+    storage::{RowWrite, push::PusherRow},
 };
 
 impl PushService {
@@ -50,7 +50,10 @@ impl PushService {
 
     /// `POST /pushers/set` with `kind: null`: removes the pusher.
     pub async fn delete_pusher(&self, user_id: &UserId, ids: &PusherIds) -> Result<()> {
-        self.storage.push.delete_pusher(user_id, &ids.app_id, &ids.pushkey).await?;
+        match self.storage.push.delete_pusher(user_id, &ids.app_id, &ids.pushkey).await? {
+            // Removing a pusher that is not there leaves what the client asked for: success.
+            RowWrite::Written | RowWrite::NotFound => {}
+        }
         self.forget_pushers();
         Ok(())
     }

@@ -15,11 +15,14 @@ pub async fn load(account_data: &AccountDataService, user_id: &UserId) -> Result
     struct Content {
         global: Ruleset,
     }
-    let stored = match account_data.get(user_id, None, PUSH_RULES).await {
-        Ok(raw) => serde_json::from_str::<Content>(raw.get()).ok().map(|c| c.global),
-        Err(_) => None,
-    };
-    Ok(stored.unwrap_or_else(|| Ruleset::server_default(user_id)))
+    match account_data.find(user_id, None, PUSH_RULES).await? {
+        // Only the server writes m.push_rules, from a parsed rule set: if it does not parse
+        // back, that is an internal error (logged), not a user without rules.
+        Some(raw) => Ok(serde_json::from_str::<Content>(raw.get())
+            .map_err(|e| anyhow::Error::new(e).context(format!("stored push rules of {user_id}")))?
+            .global),
+        None => Ok(Ruleset::server_default(user_id)),
+    }
 }
 
 /// Stores the user's rule set.

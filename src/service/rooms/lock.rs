@@ -9,9 +9,24 @@ use std::{
 use ruma::{OwnedRoomId, RoomId};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-#[derive(Default)]
 pub struct RoomLocks {
-    locks: Mutex<HashMap<OwnedRoomId, Arc<AsyncMutex<()>>>>,
+    locks: Mutex<Locks>,
+}
+
+struct Locks {
+    map: HashMap<OwnedRoomId, Arc<AsyncMutex<()>>>,
+    /// Sweep once the map is larger than this; after a sweep, twice what survived. Locks in
+    /// use survive a sweep, so with many rooms busy at once a fixed threshold would sweep the
+    /// whole map on every call; doubling makes it one sweep per doubling.
+    sweep_above: usize,
+    /// Sweeps so far (for tests and metrics).
+    sweeps: u64,
+}
+
+impl Default for RoomLocks {
+    fn default() -> Self {
+        Self { locks: Mutex::new(Locks { map: HashMap::new(), sweep_above: SWEEP_ABOVE, sweeps: 0 }) }
+    }
 }
 
 /// Proof that the holder has the room's append lock.
@@ -33,19 +48,57 @@ impl RoomGuard {
     }
 }
 
-/// Locks kept before unused ones are swept.
+/// Locks kept before unused ones are first swept.
 const SWEEP_ABOVE: usize = 4096;
 
 impl RoomLocks {
     pub async fn lock(&self, room_id: &RoomId) -> RoomGuard {
         let mutex = {
             let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-            if locks.len() > SWEEP_ABOVE {
+            if locks.map.len() > locks.sweep_above {
                 // Nobody holds or waits for a lock only this map refers to.
-                locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+                locks.map.retain(|_, lock| Arc::strong_count(lock) > 1);
+                locks.sweep_above = SWEEP_ABOVE.max(2 * locks.map.len());
+                locks.sweeps += 1;
             }
-            Arc::clone(locks.entry(room_id.to_owned()).or_default())
+            Arc::clone(locks.map.entry(room_id.to_owned()).or_default())
         };
         RoomGuard { room_id: room_id.to_owned(), _guard: Arc::new(mutex.lock_owned().await) }
+    }
+
+    /// (locks held in the map, sweeps so far), for tests and metrics.
+    pub fn stats(&self) -> (usize, u64) {
+        let locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        (locks.map.len(), locks.sweeps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(n: usize) -> OwnedRoomId {
+        OwnedRoomId::try_from(format!("!r{n}:x")).unwrap_or_else(|_| ruma::owned_room_id!("!r:x"))
+    }
+
+    /// 20,000 rooms locked at once (all in use, so none can be swept): taking each lock must
+    /// not sweep the whole map.
+    #[tokio::test]
+    async fn many_busy_rooms_cost_few_sweeps() {
+        let locks = RoomLocks::default();
+        let mut held = Vec::new();
+        for n in 0..20_000 {
+            held.push(locks.lock(&room(n)).await);
+        }
+        let (size, sweeps) = locks.stats();
+        assert_eq!(size, 20_000);
+        assert!(sweeps <= 4, "{sweeps} sweeps for 20,000 locks");
+        // Released locks go at the next sweep.
+        drop(held);
+        for n in 0..40_000 {
+            drop(locks.lock(&room(20_000 + n)).await);
+        }
+        let (size, _) = locks.stats();
+        assert!(size < 40_000, "{size} locks kept");
     }
 }

@@ -19,6 +19,7 @@ use ruma::{
         filter::FilterDefinition,
         sync::sync_events::v3::{self, GlobalAccountData, Rooms as SyncRooms},
     },
+    presence::PresenceState,
     serde::Raw,
 };
 use serde_json::value::RawValue;
@@ -51,7 +52,7 @@ pub struct SyncRequest {
     pub timeout: Duration,
     pub use_state_after: bool,
     /// `set_presence`: `online` (the default), `unavailable` or `offline`.
-    pub set_presence: String,
+    pub set_presence: PresenceState,
 }
 
 /// What a sync reads besides storage.
@@ -87,13 +88,15 @@ impl SyncService {
     /// Runs one sync; while it runs, the user counts as syncing for presence.
     pub async fn sync(&self, request: &SyncRequest) -> Result<v3::Response> {
         let user_id = &request.user.user_id;
-        self.presence.sync_started(user_id, &request.set_presence);
-        let result = self.sync_inner(request).await;
-        self.presence.sync_ended(user_id);
-        result
+        let _syncing = self.presence.sync_started(user_id, &request.set_presence);
+        self.sync_inner(request).await
     }
 
     async fn sync_inner(&self, request: &SyncRequest) -> Result<v3::Response> {
+        // Everything acknowledged before this request (the client's own sends, a message
+        // someone told them about) is in the response, even while a lower position is still
+        // being written by someone else.
+        self.stream.read_your_writes().await;
         if let Some(since) = request.since
             && since.pos > self.stream.watermark()
         {
@@ -111,7 +114,7 @@ impl SyncService {
             let woken = listener.notify().notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let typing = self.typing.serial();
+            let typing = self.typing.mark();
             let upto = self.stream.watermark();
             let response = self.build(request, SyncToken { pos: upto, typing }).await?;
             let initial = request.since.is_none();

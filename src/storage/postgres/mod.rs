@@ -1,22 +1,49 @@
 //! The PostgreSQL backend: one pool; PostgreSQL's MVCC lets writers run concurrently.
+//!
+//! Most areas' SQL lives once in `storage/sql/` and is compiled here against this module's
+//! `Db`, `Pools` and `dialect` (and again in `sqlite/` against SQLite's); only what the two
+//! databases say differently is in `dialect`.
 
-mod account_data;
-mod backup;
-mod devices;
 mod dialect;
-// Statements both backends run live once, in storage/sql/, and are compiled for each backend
-// against its own `Db`, `DbPools` and `dialect`: the code is shared, the types stay concrete.
+
+// The same files are compiled as modules of `sqlite/` too, against SQLite's `Db`, `Pools`
+// and `dialect`: that is the point (each statement written once), so clippy's warning about a
+// file loaded twice does not apply.
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/account_data.rs"]
+mod account_data;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/assemble.rs"]
+mod assemble;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/backup.rs"]
+mod backup;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/devices.rs"]
+mod devices;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/events.rs"]
 mod events;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/federation.rs"]
 mod federation;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/filters.rs"]
 mod filters;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/keys.rs"]
 mod keys;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/push.rs"]
 mod push;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/receipts.rs"]
 mod receipts;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/registration.rs"]
 mod registration;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/rooms.rs"]
 mod rooms;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/server_keys.rs"]
@@ -24,33 +51,38 @@ mod server_keys;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/state.rs"]
 mod state;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/to_device.rs"]
 mod to_device;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/users.rs"]
 mod users;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
-use super::{Backend, Closer, Storage};
+use super::{Backend, Storage};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The database the shared SQL in `storage/sql/` runs on here.
+pub(super) type Db = sqlx::Postgres;
+
+/// The pool of one PostgreSQL database: readers and writers share it.
 #[derive(Clone, Debug)]
-pub(super) struct PgDb {
+pub(super) struct Pools {
     pub pool: PgPool,
 }
 
-/// The database the shared statements (storage/sql/) run on.
-type Db = sqlx::Postgres;
-type DbPools = PgDb;
-
-impl PgDb {
-    /// Where writes go: PostgreSQL's MVCC lets them share the one pool with reads.
-    fn writer(&self) -> &PgPool {
+impl Pools {
+    /// Where writes go.
+    pub fn writer(&self) -> &sqlx::Pool<Db> {
         &self.pool
     }
 
-    fn reader(&self) -> &PgPool {
+    /// Where reads go: the same pool.
+    pub fn reader(&self) -> &sqlx::Pool<Db> {
         &self.pool
     }
 }
@@ -62,32 +94,6 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
         .connect(url)
         .await?;
     MIGRATOR.run(&pool).await?;
-    let db = PgDb { pool };
-    Ok(Storage {
-        backend: Backend::Postgres,
-        users: Arc::new(users::PgUsers(db.clone())),
-        devices: Arc::new(devices::PgDevices(db.clone())),
-        account_data: Arc::new(account_data::PgAccountData(db.clone())),
-        registration: Arc::new(registration::PgRegistration(db.clone())),
-        rooms: Arc::new(rooms::PgRooms(db.clone())),
-        events: Arc::new(events::SqlEvents(db.clone())),
-        state: Arc::new(state::SqlState(db.clone())),
-        server_keys: Arc::new(server_keys::SqlServerKeys(db.clone())),
-        federation: Arc::new(federation::SqlFederation(db.clone())),
-        filters: Arc::new(filters::PgFilters(db.clone())),
-        receipts: Arc::new(receipts::PgReceipts(db.clone())),
-        presence: Arc::new(receipts::PgReceipts(db.clone())),
-        push: Arc::new(push::PgPush(db.clone())),
-        keys: Arc::new(keys::PgKeys(db.clone())),
-        to_device: Arc::new(to_device::PgToDevice(db.clone())),
-        backup: Arc::new(backup::PgBackup(db.clone())),
-        closer: Arc::new(db),
-    })
-}
-
-#[async_trait::async_trait]
-impl Closer for PgDb {
-    async fn close(&self) {
-        self.pool.close().await;
-    }
+    let db = Pools { pool };
+    Ok(assemble::storage(Backend::Postgres, db))
 }

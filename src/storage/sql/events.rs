@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomId, UserId};
 use sqlx::{AssertSqlSafe, QueryBuilder};
 
-use super::{Db, DbPools, dialect};
+use super::{Db, Pools, dialect};
 use crate::storage::{
     StorageResult,
     events::{
@@ -13,7 +13,7 @@ use crate::storage::{
     },
 };
 
-pub(super) struct SqlEvents(pub DbPools);
+pub(super) struct EventStoreSql(pub Pools);
 
 /// Rows per multi-row INSERT: below both backends' limits on bound parameters (8 columns).
 const ROWS_PER_INSERT: usize = 1000;
@@ -27,7 +27,7 @@ fn group_id(group: GroupRef, written: &[i64]) -> anyhow::Result<i64> {
     }
 }
 
-impl SqlEvents {
+impl EventStoreSql {
     /// Writes the new state groups, in order, and returns their IDs.
     async fn write_groups(tx: &mut Tx<'_>, ev: &PersistEvent<'_>) -> StorageResult<Vec<i64>> {
         let mut written = Vec::with_capacity(ev.groups.len());
@@ -120,8 +120,10 @@ impl SqlEvents {
         let Some(head) = &ev.head else { return Ok(()) };
         let room = ev.room_id.as_str();
         if !head.removed_extremities.is_empty() {
-            let sql =
-                format!("DELETE FROM room_extremities WHERE room_id = $1 AND {}", dialect::in_list("event_id", 2));
+            let sql = format!(
+                "DELETE FROM room_extremities WHERE room_id = $1 AND {}",
+                concat!("event_id ", dialect::in_list!(2))
+            );
             sqlx::query(AssertSqlSafe(sql))
                 .bind(room)
                 .bind(dialect::list(head.removed_extremities))
@@ -255,7 +257,7 @@ impl SqlEvents {
 }
 
 #[async_trait]
-impl EventStore for SqlEvents {
+impl EventStore for EventStoreSql {
     async fn persist(&self, ev: PersistEvent<'_>) -> StorageResult<Vec<i64>> {
         let mut tx = self.0.writer().begin().await?;
         if let Some(room) = &ev.new_room {
@@ -293,7 +295,7 @@ impl EventStore for SqlEvents {
         if event_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {}", dialect::in_list("event_id", 1));
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {}", concat!("event_id ", dialect::in_list!(1)));
         sqlx::query_as::<_, EventRow>(AssertSqlSafe(sql))
             .bind(dialect::list(event_ids))
             .fetch_all(self.0.reader())
@@ -422,7 +424,7 @@ impl EventStore for SqlEvents {
     async fn latest_positions(&self, room_ids: &[OwnedRoomId]) -> StorageResult<Vec<(OwnedRoomId, i64)>> {
         let sql = format!(
             "SELECT room_id, MAX(stream_pos) FROM events WHERE {} AND stream_pos IS NOT NULL GROUP BY room_id",
-            dialect::in_list("room_id", 1)
+            concat!("room_id ", dialect::in_list!(1))
         );
         let rows: Vec<(String, i64)> =
             sqlx::query_as(AssertSqlSafe(sql)).bind(dialect::list(room_ids)).fetch_all(self.0.reader()).await?;
@@ -457,7 +459,7 @@ impl EventStore for SqlEvents {
                UNION \
                SELECT a.auth_event_id FROM event_auth_edges a JOIN chain c ON a.event_id = c.event_id) \
              SELECT c.event_id FROM chain c JOIN events e ON e.event_id = c.event_id",
-            dialect::in_list("event_id", 1)
+            concat!("event_id ", dialect::in_list!(1))
         );
         let ids: Vec<String> =
             sqlx::query_scalar(AssertSqlSafe(sql)).bind(dialect::list(event_ids)).fetch_all(self.0.reader()).await?;
@@ -489,7 +491,7 @@ impl EventStore for SqlEvents {
     ) -> StorageResult<Vec<(OwnedEventId, String)>> {
         let sql = format!(
             "SELECT event_id, txn_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND {}",
-            dialect::in_list("event_id", 3)
+            concat!("event_id ", dialect::in_list!(3))
         );
         let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(user_id.as_str())

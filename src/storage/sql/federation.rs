@@ -4,13 +4,13 @@ use async_trait::async_trait;
 use ruma::{OwnedServerName, ServerName};
 use sqlx::{AssertSqlSafe, QueryBuilder};
 
-use super::{Db, DbPools};
+use super::{Db, Pools};
 use crate::storage::{
     StorageResult,
     federation::{Backoff, FederationStore, OutboundTxn, OutboxRow, cut, outbox_entry},
 };
 
-pub(super) struct SqlFederation(pub DbPools);
+pub(super) struct FederationStoreSql(pub Pools);
 
 /// Queue entries read per new transaction: enough for a full one.
 const READ_AHEAD: i64 = 200;
@@ -20,7 +20,7 @@ const ROWS_PER_INSERT: usize = 1000;
 const ENTRY_COLUMNS: &str = "id, room_id, event_id, edu";
 
 #[async_trait]
-impl FederationStore for SqlFederation {
+impl FederationStore for FederationStoreSql {
     async fn inbound_txn(&self, origin: &ServerName, txn_id: &str) -> StorageResult<Option<String>> {
         Ok(sqlx::query_scalar("SELECT response FROM federation_inbound_txns WHERE origin = $1 AND txn_id = $2")
             .bind(origin.as_str())

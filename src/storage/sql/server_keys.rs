@@ -3,16 +3,16 @@
 use async_trait::async_trait;
 use ruma::ServerName;
 
-use super::DbPools;
+use super::Pools;
 use crate::storage::{
     StorageResult,
     server_keys::{RemoteKey, ServerKeyStore},
 };
 
-pub(super) struct SqlServerKeys(pub DbPools);
+pub(super) struct ServerKeyStoreSql(pub Pools);
 
 #[async_trait]
-impl ServerKeyStore for SqlServerKeys {
+impl ServerKeyStore for ServerKeyStoreSql {
     async fn remote_keys(&self, server_name: &ServerName) -> StorageResult<Vec<RemoteKey>> {
         let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
             "SELECT key_id, public_key, valid_until_ts, expired FROM server_keys WHERE server_name = $1",

@@ -3,13 +3,13 @@
 use async_trait::async_trait;
 use ruma::{OwnedEventId, RoomId, UserId};
 
-use super::{DbPools, dialect};
+use super::{Pools, dialect};
 use crate::storage::{
     StorageResult,
     state::{Membership, MembershipRow, RoomHeadRow, StateEntry, StateStore, membership_from_row, resolve_chain},
 };
 
-pub(super) struct SqlState(pub DbPools);
+pub(super) struct StateStoreSql(pub Pools);
 
 /// The delta chain of a state group, nearest first: `(group, distance)`.
 const CHAIN: &str = "WITH RECURSIVE chain(id, prev_id, n) AS ( \
@@ -18,7 +18,7 @@ const CHAIN: &str = "WITH RECURSIVE chain(id, prev_id, n) AS ( \
        SELECT g.id, g.prev_id, c.n + 1 FROM state_groups g JOIN chain c ON g.id = c.prev_id) ";
 
 #[async_trait]
-impl StateStore for SqlState {
+impl StateStore for StateStoreSql {
     async fn group_state(&self, group: i64) -> StorageResult<Vec<StateEntry>> {
         let sql = format!(
             "{CHAIN} SELECT e.event_type, e.state_key, e.event_id, c.n FROM chain c \
@@ -116,7 +116,7 @@ impl StateStore for SqlState {
         let sql = format!(
             "SELECT room_id, user_id, membership, event_id, stream_pos, forgotten FROM memberships \
              WHERE user_id = $1 AND {} ORDER BY stream_pos",
-            dialect::in_list("membership", 2)
+            concat!("membership ", dialect::in_list!(2))
         );
         sqlx::query_as::<_, MembershipRow>(sqlx::AssertSqlSafe(sql))
             .bind(user_id.as_str())
@@ -132,7 +132,7 @@ impl StateStore for SqlState {
         let sql = format!(
             "SELECT room_id, user_id, membership, event_id, stream_pos, forgotten FROM memberships \
              WHERE room_id = $1 AND {} ORDER BY stream_pos",
-            dialect::in_list("membership", 2)
+            concat!("membership ", dialect::in_list!(2))
         );
         sqlx::query_as::<_, MembershipRow>(sqlx::AssertSqlSafe(sql))
             .bind(room_id.as_str())

@@ -1,14 +1,68 @@
-//! The few places where SQLite's SQL differs from PostgreSQL's, for the statements both
-//! backends share (`storage/sql/`).
+//! What SQLite needs said differently from PostgreSQL, for the SQL in `storage/sql/`, which
+//! is compiled once per backend and names only `super::{Db, Pools, dialect}`. PostgreSQL's
+//! module offers the same names.
 
-/// `column IN list` for a list bound at `$n` with [`list`]: SQLite has no arrays, so the list
-/// travels as one JSON array and `json_each` unpacks it.
-pub(crate) fn in_list(column: &str, n: u8) -> String {
-    format!("{column} IN (SELECT value FROM json_each(${n}))")
+use ruma::{OwnedDeviceId, UserId};
+use sqlx::Transaction;
+
+use super::Db;
+
+/// Membership in a list bound with [`list`] as parameter `$n`: the elements of a JSON array.
+macro_rules! in_list {
+    ($n:literal) => {
+        concat!("IN (SELECT value FROM json_each($", $n, "))")
+    };
+}
+pub(super) use in_list;
+
+/// The larger of two values: SQLite's scalar `MAX`.
+macro_rules! greatest {
+    () => {
+        "MAX"
+    };
+}
+pub(super) use greatest;
+
+/// Nothing: the single writer already keeps rows from changing under a transaction.
+macro_rules! for_share {
+    () => {
+        ""
+    };
+}
+pub(super) use for_share;
+
+/// A list of strings, bound for [`in_list!`]: a JSON array.
+pub(super) fn list<T: AsRef<str>>(items: &[T]) -> String {
+    serde_json::Value::Array(items.iter().map(|item| serde_json::Value::from(item.as_ref())).collect()).to_string()
 }
 
-/// A list of strings to bind where [`in_list`] expects it.
-pub(crate) fn list<S: AsRef<str>>(items: &[S]) -> String {
-    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
-    serde_json::Value::from(items).to_string()
+/// All writes queue for one connection: a write that may find nothing to do looks on a
+/// reader first, so that it does not wait in that queue for nothing.
+pub(super) const SINGLE_WRITER: bool = true;
+
+/// Takes one one-time key of a device and algorithm, returning `(key_id, key_json)`. One
+/// statement on the single writer: no two claims can pick the same row.
+pub(super) const CLAIM_ONE_TIME_KEY: &str = "DELETE FROM one_time_keys WHERE rowid = ( \
+       SELECT rowid FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 \
+       ORDER BY key_id LIMIT 1) \
+     RETURNING key_id, key_json";
+
+/// Nothing to do: the single writer serialises every transaction.
+pub(super) async fn lock_user(_: &mut Transaction<'_, Db>, _: &UserId) -> sqlx::Result<()> {
+    Ok(())
+}
+
+/// Nothing to do: the single writer serialises every transaction.
+pub(super) async fn lock_devices(_: &mut Transaction<'_, Db>, _: &UserId, _: &[OwnedDeviceId]) -> sqlx::Result<()> {
+    Ok(())
+}
+
+/// Nothing to do: the single writer serialises every transaction.
+pub(super) async fn lock_other_devices(_: &mut Transaction<'_, Db>, _: &UserId, _: &str) -> sqlx::Result<()> {
+    Ok(())
+}
+
+/// Nothing to do: the single writer serialises every transaction.
+pub(super) async fn lock_signing_keys(_: &mut Transaction<'_, Db>) -> sqlx::Result<()> {
+    Ok(())
 }

@@ -5,24 +5,51 @@
 //! other. Reads go through `reader`, a pool of read-only connections, which WAL mode lets run
 //! alongside the writer. `synchronous = FULL` makes every acknowledged commit survive a
 //! power loss, not only a process crash.
+//!
+//! Most areas' SQL lives once in `storage/sql/` and is compiled here against this module's
+//! `Db`, `Pools` and `dialect` (and again in `postgres/` against PostgreSQL's); only what the
+//! two databases say differently is in `dialect`.
 
-mod account_data;
-mod backup;
-mod devices;
 mod dialect;
-// Statements both backends run live once, in storage/sql/, and are compiled for each backend
-// against its own `Db`, `DbPools` and `dialect`: the code is shared, the types stay concrete.
+
+// The same files are compiled as modules of `postgres/` too, against PostgreSQL's `Db`,
+// `Pools` and `dialect`: that is the point (each statement written once), so clippy's warning
+// about a file loaded twice does not apply.
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/account_data.rs"]
+mod account_data;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/assemble.rs"]
+mod assemble;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/backup.rs"]
+mod backup;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/devices.rs"]
+mod devices;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/events.rs"]
 mod events;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/federation.rs"]
 mod federation;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/filters.rs"]
 mod filters;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/keys.rs"]
 mod keys;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/push.rs"]
 mod push;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/receipts.rs"]
 mod receipts;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/registration.rs"]
 mod registration;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/rooms.rs"]
 mod rooms;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/server_keys.rs"]
@@ -30,38 +57,42 @@ mod server_keys;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/state.rs"]
 mod state;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/to_device.rs"]
 mod to_device;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/users.rs"]
 mod users;
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{str::FromStr, time::Duration};
 
 use sqlx::{
     SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use super::{Backend, Closer, Storage};
+use super::{Backend, Storage};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The database the shared SQL in `storage/sql/` runs on here.
+pub(super) type Db = sqlx::Sqlite;
+
 /// The two pools of one SQLite database.
 #[derive(Clone, Debug)]
-pub(super) struct SqliteDb {
+pub(super) struct Pools {
     pub writer: SqlitePool,
     pub reader: SqlitePool,
 }
 
-/// The database the shared statements (storage/sql/) run on.
-type Db = sqlx::Sqlite;
-type DbPools = SqliteDb;
-
-impl SqliteDb {
-    /// The single writer connection (see the module comment).
-    fn writer(&self) -> &SqlitePool {
+impl Pools {
+    /// The single writer connection: every write queues here.
+    pub fn writer(&self) -> &sqlx::Pool<Db> {
         &self.writer
     }
 
-    fn reader(&self) -> &SqlitePool {
+    /// The read-only connections.
+    pub fn reader(&self) -> &sqlx::Pool<Db> {
         &self.reader
     }
 }
@@ -85,33 +116,6 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> anyhow::Result<S
     MIGRATOR.run(&writer).await?;
     let reader =
         SqlitePoolOptions::new().max_connections(max_connections).connect_with(options.read_only(true)).await?;
-    let db = SqliteDb { writer, reader };
-    Ok(Storage {
-        backend: Backend::Sqlite,
-        users: Arc::new(users::SqliteUsers(db.clone())),
-        devices: Arc::new(devices::SqliteDevices(db.clone())),
-        account_data: Arc::new(account_data::SqliteAccountData(db.clone())),
-        registration: Arc::new(registration::SqliteRegistration(db.clone())),
-        rooms: Arc::new(rooms::SqliteRooms(db.clone())),
-        events: Arc::new(events::SqlEvents(db.clone())),
-        state: Arc::new(state::SqlState(db.clone())),
-        server_keys: Arc::new(server_keys::SqlServerKeys(db.clone())),
-        federation: Arc::new(federation::SqlFederation(db.clone())),
-        filters: Arc::new(filters::SqliteFilters(db.clone())),
-        receipts: Arc::new(receipts::SqliteReceipts(db.clone())),
-        presence: Arc::new(receipts::SqliteReceipts(db.clone())),
-        push: Arc::new(push::SqlitePush(db.clone())),
-        keys: Arc::new(keys::SqliteKeys(db.clone())),
-        to_device: Arc::new(to_device::SqliteToDevice(db.clone())),
-        backup: Arc::new(backup::SqliteBackup(db.clone())),
-        closer: Arc::new(db),
-    })
-}
-
-#[async_trait::async_trait]
-impl Closer for SqliteDb {
-    async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
-    }
+    let db = Pools { writer, reader };
+    Ok(assemble::storage(Backend::Sqlite, db))
 }

@@ -35,7 +35,8 @@ pub const MAX_PAGE: u32 = 1000;
 /// Where a page starts and which way it goes.
 #[derive(Clone, Copy, Debug)]
 pub struct PageRequest {
-    pub from: PageToken,
+    /// Where to start; `None`: the latest event going backwards, the first going forwards.
+    pub from: Option<PageToken>,
     /// Stop at this point, if given.
     pub to: Option<PageToken>,
     pub dir: Direction,
@@ -44,6 +45,8 @@ pub struct PageRequest {
 
 /// One page of a timeline.
 pub struct Page {
+    /// Where the page started (the token given, or the point it stood for).
+    pub start: PageToken,
     pub events: Vec<PduRef>,
     /// Where the next page starts; `None` when there is nothing more in that direction.
     pub end: Option<PageToken>,
@@ -103,8 +106,14 @@ impl Reader {
     ) -> Result<Page> {
         let PageRequest { from, to, dir, limit } = request;
         let limit = limit.clamp(1, MAX_PAGE);
-        // Nothing beyond the watermark: a position above it may still be committing.
+        // Nothing beyond the watermark, where a position may still be committing; but first
+        // let it reach every write already acknowledged, so the reader sees those.
+        self.stream.read_your_writes().await;
         let ceiling = self.stream.watermark();
+        let from = from.unwrap_or(match dir {
+            Direction::Backward => PageToken::Stream(StreamToken(ceiling)),
+            Direction::Forward => PageToken::Stream(StreamToken(0)),
+        });
         let to = match to {
             Some(PageToken::Topo(point)) => Some(point),
             Some(PageToken::Stream(StreamToken(pos))) => self.point_at_stream(room_id, pos).await?,
@@ -134,13 +143,13 @@ impl Reader {
                 if visible.contains(&pdu.event_id) && filter::matches(filter, &pdu) {
                     events.push(pdu);
                     if events.len() >= limit as usize {
-                        return Ok(Page { events, end: Some(next) });
+                        return Ok(Page { start: from, events, end: Some(next) });
                     }
                 }
             }
             if exhausted {
                 // Nothing further in this direction: no `end`, as the spec asks.
-                return Ok(Page { events, end: None });
+                return Ok(Page { start: from, events, end: None });
             }
         }
     }

@@ -92,10 +92,6 @@ impl Timeline {
             return Err(e);
         }
         drop(guard);
-        // Answer once readers can see the whole room, so the creator's next read has it.
-        if let Some(pos) = self.latest_positions(std::slice::from_ref(&room_id)).await?.get(&room_id) {
-            self.publisher.stream.visible(*pos).await;
-        }
         if req.publish {
             self.storage.rooms.set_public(&room_id, true).await?;
         }

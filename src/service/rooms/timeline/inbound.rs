@@ -103,20 +103,7 @@ impl Timeline {
         object: CanonicalJsonObject,
     ) -> Result<Received> {
         let guard = self.lock(room_id).await;
-        let received = self.receive_locked(&guard, origin, object, Some(Flow::Live), 0).await?;
-        drop(guard);
-        self.visible(&received).await;
-        Ok(received)
-    }
-
-    /// Waits until readers can see a received event (and the missing events received
-    /// before it, which have lower positions).
-    async fn visible(&self, received: &Received) {
-        if let Received::Accepted(pdu) = received
-            && pdu.stream_pos > 0
-        {
-            self.publisher.stream.visible(pdu.stream_pos).await;
-        }
+        self.receive_locked(&guard, origin, object, Some(Flow::Live), 0).await
     }
 
     /// A PDU from the room's history (backfill): it takes its place in the past and is not
@@ -216,8 +203,6 @@ impl Timeline {
         };
         let received = Received::of(self.persist(&guard, &head, persist).await?);
         tracing::info!(room_id = %head.room_id, %origin, "a room made on another server begins here");
-        drop(guard);
-        self.visible(&received).await;
         Ok(received)
     }
 

@@ -58,7 +58,7 @@ impl Timeline {
         }
         let draft =
             EventDraft::state(TimelineEventType::RoomMember, change.target.as_str(), JsonValue::Object(content));
-        self.append_visible(change.room_id, change.sender, draft, None).await
+        self.append_locked(change.room_id, change.sender, draft, None).await
     }
 
     /// For rooms with a `restricted` join rule, names a local member who may invite as the

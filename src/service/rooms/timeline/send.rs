@@ -20,7 +20,7 @@ impl Timeline {
     ) -> Result<PduRef> {
         let key = format!("send/{room_id}/{event_type}/{txn_id}");
         let txn = Txn { device_id, key: &key, txn_id };
-        self.append_visible(room_id, sender, EventDraft::message(event_type.into(), content), Some(txn)).await
+        self.append_locked(room_id, sender, EventDraft::message(event_type.into(), content), Some(txn)).await
     }
 
     /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
@@ -35,7 +35,7 @@ impl Timeline {
         if event_type == "m.room.canonical_alias" {
             self.check_canonical_alias(room_id, &content).await?;
         }
-        self.append_visible(room_id, sender, EventDraft::state(event_type.into(), state_key, content), None).await
+        self.append_locked(room_id, sender, EventDraft::state(event_type.into(), state_key, content), None).await
     }
 
     /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
@@ -59,12 +59,12 @@ impl Timeline {
             redacts: Some(target.to_owned()),
         };
         let key = format!("redact/{room_id}/{target}/{txn_id}");
-        self.append_visible(room_id, sender, draft, Some(Txn { device_id, key: &key, txn_id })).await
+        self.append_locked(room_id, sender, draft, Some(Txn { device_id, key: &key, txn_id })).await
     }
 
-    /// Appends under the room's lock, then, with the lock released, waits until readers can
-    /// see the event, so that the sender's next read includes it.
-    pub(super) async fn append_visible(
+    /// Appends under the room's lock. (Readers wait for every acknowledged write before they
+    /// read, `StreamAllocator::read_your_writes`, so the sender's next read includes it.)
+    pub(super) async fn append_locked(
         &self,
         room_id: &RoomId,
         sender: &UserId,
@@ -72,10 +72,7 @@ impl Timeline {
         txn: Option<Txn<'_>>,
     ) -> Result<PduRef> {
         let guard = self.lock(room_id).await;
-        let pdu = self.append(&guard, sender, draft, txn).await?;
-        drop(guard);
-        self.publisher.stream.visible(pdu.stream_pos).await;
-        Ok(pdu)
+        self.append(&guard, sender, draft, txn).await
     }
 
     /// Every alias an `m.room.canonical_alias` event names must point to the room

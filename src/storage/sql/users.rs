@@ -2,19 +2,19 @@ use async_trait::async_trait;
 use ruma::UserId;
 use serde_json::Value as JsonValue;
 
-use super::SqliteDb;
+use super::Pools;
 use crate::storage::{
-    StorageResult, StreamPosition,
+    RowWrite, StorageResult, StreamPosition,
     keys::{PURGE_USER, RECORD_CHANGE},
     users::{CreateUserOutcome, NewUser, User, UserRow, UserStore, profile_from_rows, user_from_row},
 };
 
-pub(super) struct SqliteUsers(pub SqliteDb);
+pub(super) struct UserStoreSql(pub Pools);
 
 #[async_trait]
-impl UserStore for SqliteUsers {
+impl UserStore for UserStoreSql {
     async fn create(&self, user: NewUser) -> StorageResult<CreateUserOutcome> {
-        let mut tx = self.0.writer.begin().await?;
+        let mut tx = self.0.writer().begin().await?;
         if let Some(hash) = &user.registration_token_hash {
             let consumed = sqlx::query(
                 "UPDATE registration_tokens SET completed = completed + 1 WHERE token_hash = $1 \
@@ -59,23 +59,23 @@ impl UserStore for SqliteUsers {
             "SELECT user_id, password_hash, is_admin, deactivated, created_at FROM users WHERE user_id = $1",
         )
         .bind(user_id.as_str())
-        .fetch_optional(&self.0.reader)
+        .fetch_optional(self.0.reader())
         .await?
         .map(user_from_row)
         .transpose()
     }
 
-    async fn set_password_hash(&self, user_id: &UserId, hash: Option<&str>) -> StorageResult<bool> {
+    async fn set_password_hash(&self, user_id: &UserId, hash: Option<&str>) -> StorageResult<RowWrite> {
         let done = sqlx::query("UPDATE users SET password_hash = $2 WHERE user_id = $1")
             .bind(user_id.as_str())
             .bind(hash)
-            .execute(&self.0.writer)
+            .execute(self.0.writer())
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(RowWrite::from_rows(done.rows_affected()))
     }
 
-    async fn deactivate(&self, user_id: &UserId, pos: &StreamPosition) -> StorageResult<bool> {
-        let mut tx = self.0.writer.begin().await?;
+    async fn deactivate(&self, user_id: &UserId, pos: &StreamPosition) -> StorageResult<RowWrite> {
+        let mut tx = self.0.writer().begin().await?;
         let done = sqlx::query("UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = $1")
             .bind(user_id.as_str())
             .execute(&mut *tx)
@@ -92,11 +92,11 @@ impl UserStore for SqliteUsers {
         }
         sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(RowWrite::from_rows(done.rows_affected()))
     }
 
     async fn profile(&self, user_id: &UserId) -> StorageResult<Option<Vec<(String, JsonValue)>>> {
-        let mut conn = self.0.reader.acquire().await?;
+        let mut conn = self.0.reader().acquire().await?;
         let live: Option<bool> = sqlx::query_scalar("SELECT deactivated FROM users WHERE user_id = $1")
             .bind(user_id.as_str())
             .fetch_optional(&mut *conn)
@@ -124,11 +124,11 @@ impl UserStore for SqliteUsers {
                 sqlx::query("DELETE FROM profiles WHERE user_id = $1 AND field = $2").bind(user_id.as_str()).bind(field)
             }
         };
-        query.execute(&self.0.writer).await?;
+        query.execute(self.0.writer()).await?;
         Ok(())
     }
 
     async fn count(&self) -> StorageResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.0.reader).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(self.0.reader()).await?)
     }
 }

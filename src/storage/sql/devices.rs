@@ -1,17 +1,17 @@
 use async_trait::async_trait;
 use ruma::{DeviceId, OwnedDeviceId, UserId};
 
-use super::SqliteDb;
+use super::{Pools, dialect};
 use crate::storage::{
-    StorageResult, StreamPosition,
+    RowWrite, StorageResult, StreamPosition,
     devices::{Device, DeviceRow, DeviceStore, TokenOwner, device_from_row, token_owner_from_row},
     keys::{PURGE_DEVICE, PURGE_DEVICES_EXCEPT, RECORD_CHANGE},
 };
 
-pub(super) struct SqliteDevices(pub SqliteDb);
+pub(super) struct DeviceStoreSql(pub Pools);
 
 #[async_trait]
-impl DeviceStore for SqliteDevices {
+impl DeviceStore for DeviceStoreSql {
     async fn upsert_with_token(
         &self,
         user_id: &UserId,
@@ -20,7 +20,7 @@ impl DeviceStore for SqliteDevices {
         token_hash: &[u8],
         now_ms: i64,
     ) -> StorageResult<()> {
-        let mut tx = self.0.writer.begin().await?;
+        let mut tx = self.0.writer().begin().await?;
         sqlx::query(
             "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, created_at) \
              VALUES ($1, $2, $3, $4, $4) \
@@ -54,7 +54,7 @@ impl DeviceStore for SqliteDevices {
              WHERE t.token_hash = $1 AND NOT u.deactivated",
         )
         .bind(token_hash)
-        .fetch_optional(&self.0.reader)
+        .fetch_optional(self.0.reader())
         .await?
         .map(token_owner_from_row)
         .transpose()
@@ -64,7 +64,7 @@ impl DeviceStore for SqliteDevices {
         sqlx::query_as::<_, DeviceRow>("SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip, created_at FROM devices WHERE user_id = $1 AND device_id = $2")
         .bind(user_id.as_str())
         .bind(device_id.as_str())
-        .fetch_optional(&self.0.reader)
+        .fetch_optional(self.0.reader())
         .await?
         .map(device_from_row)
         .transpose()
@@ -73,7 +73,7 @@ impl DeviceStore for SqliteDevices {
     async fn list(&self, user_id: &UserId) -> StorageResult<Vec<Device>> {
         sqlx::query_as::<_, DeviceRow>("SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip, created_at FROM devices WHERE user_id = $1 ORDER BY created_at, device_id")
         .bind(user_id.as_str())
-        .fetch_all(&self.0.reader)
+        .fetch_all(self.0.reader())
         .await?
         .into_iter()
         .map(device_from_row)
@@ -85,14 +85,14 @@ impl DeviceStore for SqliteDevices {
         user_id: &UserId,
         device_id: &DeviceId,
         display_name: Option<&str>,
-    ) -> StorageResult<bool> {
+    ) -> StorageResult<RowWrite> {
         let done = sqlx::query("UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2")
             .bind(user_id.as_str())
             .bind(device_id.as_str())
             .bind(display_name)
-            .execute(&self.0.writer)
+            .execute(self.0.writer())
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(RowWrite::from_rows(done.rows_affected()))
     }
 
     async fn touch(&self, user_id: &UserId, device_id: &DeviceId, ts: i64, ip: Option<&str>) -> StorageResult<()> {
@@ -101,30 +101,31 @@ impl DeviceStore for SqliteDevices {
             .bind(device_id.as_str())
             .bind(ts)
             .bind(ip)
-            .execute(&self.0.writer)
+            .execute(self.0.writer())
             .await?;
         Ok(())
     }
 
     async fn delete(&self, user_id: &UserId, device_ids: &[OwnedDeviceId], pos: &StreamPosition) -> StorageResult<u64> {
-        let mut tx = self.0.writer.begin().await?;
-        let mut deleted = 0;
+        let mut tx = self.0.writer().begin().await?;
+        dialect::lock_devices(&mut tx, user_id, device_ids).await?;
         for device_id in device_ids {
             for sql in PURGE_DEVICE {
                 sqlx::query(sql).bind(user_id.as_str()).bind(device_id.as_str()).execute(&mut *tx).await?;
             }
-            sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+        }
+        sqlx::query(concat!("DELETE FROM access_tokens WHERE user_id = $1 AND device_id ", dialect::in_list!(2)))
+            .bind(user_id.as_str())
+            .bind(dialect::list(device_ids))
+            .execute(&mut *tx)
+            .await?;
+        let deleted =
+            sqlx::query(concat!("DELETE FROM devices WHERE user_id = $1 AND device_id ", dialect::in_list!(2)))
                 .bind(user_id.as_str())
-                .bind(device_id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            deleted += sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
-                .bind(user_id.as_str())
-                .bind(device_id.as_str())
+                .bind(dialect::list(device_ids))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        }
         if deleted > 0 {
             sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(&mut *tx).await?;
         }
@@ -139,7 +140,8 @@ impl DeviceStore for SqliteDevices {
         pos: &StreamPosition,
     ) -> StorageResult<u64> {
         let keep = keep.map_or("", DeviceId::as_str);
-        let mut tx = self.0.writer.begin().await?;
+        let mut tx = self.0.writer().begin().await?;
+        dialect::lock_other_devices(&mut tx, user_id, keep).await?;
         for sql in PURGE_DEVICES_EXCEPT {
             sqlx::query(sql).bind(user_id.as_str()).bind(keep).execute(&mut *tx).await?;
         }
@@ -165,7 +167,7 @@ impl DeviceStore for SqliteDevices {
         let done = sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2")
             .bind(user_id.as_str())
             .bind(keep.map_or("", DeviceId::as_str))
-            .execute(&self.0.writer)
+            .execute(self.0.writer())
             .await?;
         Ok(done.rows_affected())
     }

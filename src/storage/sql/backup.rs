@@ -1,16 +1,16 @@
 use async_trait::async_trait;
 use ruma::UserId;
 
-use super::PgDb;
+use super::{Pools, dialect};
 use crate::storage::{
-    StorageResult,
+    RowWrite, StorageResult,
     backup::{
         BackupKey, BackupKeyRow, BackupStore, BackupVersion, KeyScope, PutKeysOutcome, is_better, key_from_row,
         scope_binds,
     },
 };
 
-pub(super) struct PgBackup(pub PgDb);
+pub(super) struct BackupStoreSql(pub Pools);
 
 const VERSION_SQL: &str = "SELECT v.version, v.algorithm, v.etag, \
        (SELECT COUNT(*) FROM backup_keys k WHERE k.user_id = v.user_id AND k.version = v.version) \
@@ -25,14 +25,11 @@ const ETAG_AND_COUNT_SQL: &str = "SELECT v.etag, \
      FROM backup_versions v WHERE v.user_id = $1 AND v.version = $2";
 
 #[async_trait]
-impl BackupStore for PgBackup {
+impl BackupStore for BackupStoreSql {
     async fn create_version(&self, user_id: &UserId, algorithm: &str) -> StorageResult<i64> {
-        let mut tx = self.0.pool.begin().await?;
+        let mut tx = self.0.writer().begin().await?;
         // Serialises the user's version changes and uploads, so "current" holds until commit.
-        sqlx::query("SELECT user_id FROM users WHERE user_id = $1 FOR UPDATE")
-            .bind(user_id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        dialect::lock_user(&mut tx, user_id).await?;
         let version: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM backup_versions WHERE user_id = $1")
                 .bind(user_id.as_str())
@@ -50,29 +47,26 @@ impl BackupStore for PgBackup {
 
     async fn version(&self, user_id: &UserId, version: Option<i64>) -> StorageResult<Option<BackupVersion>> {
         let row: Option<(i64, String, i64, i64)> =
-            sqlx::query_as(VERSION_SQL).bind(user_id.as_str()).bind(version).fetch_optional(&self.0.pool).await?;
+            sqlx::query_as(VERSION_SQL).bind(user_id.as_str()).bind(version).fetch_optional(self.0.reader()).await?;
         Ok(row.map(|(version, algorithm, etag, count)| BackupVersion { version, algorithm, etag, count }))
     }
 
-    async fn update_version(&self, user_id: &UserId, version: i64, algorithm: &str) -> StorageResult<bool> {
+    async fn update_version(&self, user_id: &UserId, version: i64, algorithm: &str) -> StorageResult<RowWrite> {
         let done = sqlx::query(
             "UPDATE backup_versions SET algorithm = $3 WHERE user_id = $1 AND version = $2 AND NOT deleted",
         )
         .bind(user_id.as_str())
         .bind(version)
         .bind(algorithm)
-        .execute(&self.0.pool)
+        .execute(self.0.writer())
         .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(RowWrite::from_rows(done.rows_affected()))
     }
 
-    async fn delete_version(&self, user_id: &UserId, version: i64) -> StorageResult<bool> {
-        let mut tx = self.0.pool.begin().await?;
+    async fn delete_version(&self, user_id: &UserId, version: i64) -> StorageResult<RowWrite> {
+        let mut tx = self.0.writer().begin().await?;
         // Serialises the user's version changes and uploads, so "current" holds until commit.
-        sqlx::query("SELECT user_id FROM users WHERE user_id = $1 FOR UPDATE")
-            .bind(user_id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        dialect::lock_user(&mut tx, user_id).await?;
         let done = sqlx::query(
             "UPDATE backup_versions SET deleted = TRUE WHERE user_id = $1 AND version = $2 AND NOT deleted",
         )
@@ -81,7 +75,7 @@ impl BackupStore for PgBackup {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(RowWrite::NotFound);
         }
         sqlx::query("DELETE FROM backup_keys WHERE user_id = $1 AND version = $2")
             .bind(user_id.as_str())
@@ -89,16 +83,13 @@ impl BackupStore for PgBackup {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(RowWrite::Written)
     }
 
     async fn put_keys(&self, user_id: &UserId, version: i64, keys: &[BackupKey]) -> StorageResult<PutKeysOutcome> {
-        let mut tx = self.0.pool.begin().await?;
+        let mut tx = self.0.writer().begin().await?;
         // Serialises the user's version changes and uploads, so "current" holds until commit.
-        sqlx::query("SELECT user_id FROM users WHERE user_id = $1 FOR UPDATE")
-            .bind(user_id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        dialect::lock_user(&mut tx, user_id).await?;
         let current: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM backup_versions WHERE user_id = $1 AND NOT deleted")
                 .bind(user_id.as_str())
@@ -157,7 +148,7 @@ impl BackupStore for PgBackup {
     }
 
     async fn keys(&self, user_id: &UserId, version: i64, scope: KeyScope<'_>) -> StorageResult<Option<Vec<BackupKey>>> {
-        let mut conn = self.0.pool.acquire().await?;
+        let mut conn = self.0.reader().acquire().await?;
         let live: Option<i64> =
             sqlx::query_scalar(LIVE_SQL).bind(user_id.as_str()).bind(version).fetch_optional(&mut *conn).await?;
         if live.is_none() {
@@ -185,7 +176,7 @@ impl BackupStore for PgBackup {
         version: i64,
         scope: KeyScope<'_>,
     ) -> StorageResult<Option<(i64, i64)>> {
-        let mut tx = self.0.pool.begin().await?;
+        let mut tx = self.0.writer().begin().await?;
         let live: Option<i64> =
             sqlx::query_scalar(LIVE_SQL).bind(user_id.as_str()).bind(version).fetch_optional(&mut *tx).await?;
         if live.is_none() {

@@ -1,16 +1,18 @@
 use async_trait::async_trait;
 use ruma::{DeviceId, UserId};
 
-use super::PgDb;
+use super::{Pools, dialect};
 use crate::storage::{
     StorageResult, StreamPosition,
-    to_device::{NewToDevice, ToDeviceMessage, ToDeviceRow, ToDeviceSender, ToDeviceStore, message_from_row},
+    to_device::{
+        NewToDevice, ToDeviceMessage, ToDeviceRow, ToDeviceSender, ToDeviceStore, ToDeviceWrite, message_from_row,
+    },
 };
 
-pub(super) struct PgToDevice(pub PgDb);
+pub(super) struct ToDeviceStoreSql(pub Pools);
 
 #[async_trait]
-impl ToDeviceStore for PgToDevice {
+impl ToDeviceStore for ToDeviceStoreSql {
     async fn send(
         &self,
         sender: ToDeviceSender<'_>,
@@ -18,8 +20,8 @@ impl ToDeviceStore for PgToDevice {
         messages: &[NewToDevice<'_>],
         pos: &StreamPosition,
         now_ms: i64,
-    ) -> StorageResult<bool> {
-        let mut tx = self.0.pool.begin().await?;
+    ) -> StorageResult<ToDeviceWrite> {
+        let mut tx = self.0.writer().begin().await?;
         let fresh = sqlx::query(
             "INSERT INTO to_device_txns (user_id, device_id, txn_id, stream_pos, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -33,7 +35,7 @@ impl ToDeviceStore for PgToDevice {
         .await?
         .rows_affected();
         if fresh == 0 {
-            return Ok(false);
+            return Ok(ToDeviceWrite::RepeatedTransaction);
         }
         for message in messages {
             sqlx::query(
@@ -50,7 +52,7 @@ impl ToDeviceStore for PgToDevice {
             .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(ToDeviceWrite::Stored)
     }
 
     async fn pending(
@@ -71,7 +73,7 @@ impl ToDeviceStore for PgToDevice {
         .bind(after)
         .bind(up_to)
         .bind(limit)
-        .fetch_all(&self.0.pool)
+        .fetch_all(self.0.reader())
         .await?
         .into_iter()
         .map(message_from_row)
@@ -79,19 +81,35 @@ impl ToDeviceStore for PgToDevice {
     }
 
     async fn delete_up_to(&self, user_id: &UserId, device_id: &DeviceId, up_to: i64) -> StorageResult<u64> {
+        // Most syncs have nothing to acknowledge; with a single writer, look on a reader first
+        // so that they do not queue for it.
+        if dialect::SINGLE_WRITER {
+            let any: Option<i64> = sqlx::query_scalar(
+                "SELECT stream_pos FROM to_device_messages WHERE user_id = $1 AND device_id = $2 \
+                 AND stream_pos <= $3 LIMIT 1",
+            )
+            .bind(user_id.as_str())
+            .bind(device_id.as_str())
+            .bind(up_to)
+            .fetch_optional(self.0.reader())
+            .await?;
+            if any.is_none() {
+                return Ok(0);
+            }
+        }
         let done =
             sqlx::query("DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3")
                 .bind(user_id.as_str())
                 .bind(device_id.as_str())
                 .bind(up_to)
-                .execute(&self.0.pool)
+                .execute(self.0.writer())
                 .await?;
         Ok(done.rows_affected())
     }
 
     async fn max_stream_pos(&self) -> StorageResult<i64> {
         let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(stream_pos) FROM to_device_txns").fetch_one(&self.0.pool).await?;
+            sqlx::query_scalar("SELECT MAX(stream_pos) FROM to_device_txns").fetch_one(self.0.reader()).await?;
         Ok(max.unwrap_or(0))
     }
 }

@@ -2,16 +2,16 @@ use async_trait::async_trait;
 use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
 
-use super::SqliteDb;
+use super::Pools;
 use crate::storage::{
     StorageResult, StreamPosition,
     account_data::{AccountDataEntry, AccountDataRow, AccountDataStore, entry_from_row, room_key},
 };
 
-pub(super) struct SqliteAccountData(pub SqliteDb);
+pub(super) struct AccountDataStoreSql(pub Pools);
 
 #[async_trait]
-impl AccountDataStore for SqliteAccountData {
+impl AccountDataStore for AccountDataStoreSql {
     async fn set(
         &self,
         user_id: &UserId,
@@ -29,7 +29,7 @@ impl AccountDataStore for SqliteAccountData {
         .bind(data_type)
         .bind(content.get())
         .bind(pos.get())
-        .execute(&self.0.writer)
+        .execute(self.0.writer())
         .await?;
         Ok(())
     }
@@ -46,7 +46,7 @@ impl AccountDataStore for SqliteAccountData {
         .bind(user_id.as_str())
         .bind(room_key(room_id))
         .bind(data_type)
-        .fetch_optional(&self.0.reader)
+        .fetch_optional(self.0.reader())
         .await?;
         Ok(content.map(RawValue::from_string).transpose()?)
     }
@@ -59,7 +59,7 @@ impl AccountDataStore for SqliteAccountData {
         .bind(user_id.as_str())
         .bind(after)
         .bind(up_to)
-        .fetch_all(&self.0.reader)
+        .fetch_all(self.0.reader())
         .await?
         .into_iter()
         .map(entry_from_row)
@@ -68,7 +68,7 @@ impl AccountDataStore for SqliteAccountData {
 
     async fn max_stream_pos(&self) -> StorageResult<i64> {
         let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(stream_pos) FROM account_data").fetch_one(&self.0.reader).await?;
+            sqlx::query_scalar("SELECT MAX(stream_pos) FROM account_data").fetch_one(self.0.reader()).await?;
         Ok(max.unwrap_or(0))
     }
 }

@@ -1,20 +1,20 @@
 use async_trait::async_trait;
 use ruma::{DeviceId, OwnedUserId, UserId};
 
-use super::SqliteDb;
+use super::{Pools, dialect};
 use crate::storage::{
     StorageResult, StreamPosition,
     keys::{
-        CHANGED_SQL, ClaimedKey, CrossSigningKeyRow, DeviceKeysRow, DeviceKeysSqlRow, KeySignature, KeyStore,
-        KeyUpload, LEFT_SQL, MasterKeyCheck, RECORD_CHANGE, SHARING_SQL, SignatureRow, UploadOutcome,
+        CHANGED_SQL, ClaimedKey, CrossSigningKeyRow, CrossSigningWrite, DeviceKeysRow, DeviceKeysSqlRow, KeySignature,
+        KeyStore, KeyUpload, LEFT_SQL, MasterKeyCheck, RECORD_CHANGE, SHARING_SQL, SignatureRow, UploadOutcome,
         device_keys_from_row, signature_from_row, user_ids,
     },
 };
 
-pub(super) struct SqliteKeys(pub SqliteDb);
+pub(super) struct KeyStoreSql(pub Pools);
 
 #[async_trait]
-impl KeyStore for SqliteKeys {
+impl KeyStore for KeyStoreSql {
     async fn upload(
         &self,
         user_id: &UserId,
@@ -22,13 +22,15 @@ impl KeyStore for SqliteKeys {
         upload: &KeyUpload<'_>,
         pos: &StreamPosition,
     ) -> StorageResult<UploadOutcome> {
-        let mut tx = self.0.writer.begin().await?;
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT device_id FROM devices WHERE user_id = $1 AND device_id = $2")
-                .bind(user_id.as_str())
-                .bind(device_id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let mut tx = self.0.writer().begin().await?;
+        let exists: Option<String> = sqlx::query_scalar(concat!(
+            "SELECT device_id FROM devices WHERE user_id = $1 AND device_id = $2",
+            dialect::for_share!()
+        ))
+        .bind(user_id.as_str())
+        .bind(device_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
         if exists.is_none() {
             return Ok(UploadOutcome::NoDevice);
         }
@@ -108,7 +110,7 @@ impl KeyStore for SqliteKeys {
         )
         .bind(user_id.as_str())
         .bind(device_id.as_str())
-        .fetch_all(&self.0.reader)
+        .fetch_all(self.0.reader())
         .await?)
     }
 
@@ -118,7 +120,7 @@ impl KeyStore for SqliteKeys {
         )
         .bind(user_id.as_str())
         .bind(device_id.as_str())
-        .fetch_all(&self.0.reader)
+        .fetch_all(self.0.reader())
         .await?)
     }
 
@@ -129,7 +131,7 @@ impl KeyStore for SqliteKeys {
              WHERE k.user_id = $1 ORDER BY k.device_id",
         )
         .bind(user_id.as_str())
-        .fetch_all(&self.0.reader)
+        .fetch_all(self.0.reader())
         .await?;
         Ok(rows.into_iter().map(device_keys_from_row).collect())
     }
@@ -140,18 +142,13 @@ impl KeyStore for SqliteKeys {
         device_id: &DeviceId,
         algorithm: &str,
     ) -> StorageResult<Option<ClaimedKey>> {
-        // One statement on the single writer: no two claims can pick the same row.
-        let claimed: Option<(String, String)> = sqlx::query_as(
-            "DELETE FROM one_time_keys WHERE rowid = ( \
-               SELECT rowid FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 \
-               ORDER BY key_id LIMIT 1) \
-             RETURNING key_id, key_json",
-        )
-        .bind(user_id.as_str())
-        .bind(device_id.as_str())
-        .bind(algorithm)
-        .fetch_optional(&self.0.writer)
-        .await?;
+        // One statement, which each backend makes safe against concurrent claims.
+        let claimed: Option<(String, String)> = sqlx::query_as(dialect::CLAIM_ONE_TIME_KEY)
+            .bind(user_id.as_str())
+            .bind(device_id.as_str())
+            .bind(algorithm)
+            .fetch_optional(self.0.writer())
+            .await?;
         let claimed = match claimed {
             Some(key) => Some(key),
             None => {
@@ -162,7 +159,7 @@ impl KeyStore for SqliteKeys {
                 .bind(user_id.as_str())
                 .bind(device_id.as_str())
                 .bind(algorithm)
-                .fetch_optional(&self.0.writer)
+                .fetch_optional(self.0.writer())
                 .await?
             }
         };
@@ -173,7 +170,7 @@ impl KeyStore for SqliteKeys {
         let rows: Vec<(String, String, String)> =
             sqlx::query_as("SELECT key_type, key_id, key_json FROM cross_signing_keys WHERE user_id = $1")
                 .bind(user_id.as_str())
-                .fetch_all(&self.0.reader)
+                .fetch_all(self.0.reader())
                 .await?;
         Ok(rows.into_iter().map(|(key_type, key_id, json)| CrossSigningKeyRow { key_type, key_id, json }).collect())
     }
@@ -184,8 +181,10 @@ impl KeyStore for SqliteKeys {
         keys: &[CrossSigningKeyRow],
         check: MasterKeyCheck<'_>,
         pos: &StreamPosition,
-    ) -> StorageResult<bool> {
-        let mut tx = self.0.writer.begin().await?;
+    ) -> StorageResult<CrossSigningWrite> {
+        let mut tx = self.0.writer().begin().await?;
+        // Serialises the user's cross-signing uploads, so the check below holds until commit.
+        dialect::lock_user(&mut tx, user_id).await?;
         if let MasterKeyCheck::Is(expected) = check {
             let master: Option<String> =
                 sqlx::query_scalar("SELECT key_id FROM cross_signing_keys WHERE user_id = $1 AND key_type = 'master'")
@@ -193,7 +192,7 @@ impl KeyStore for SqliteKeys {
                     .fetch_optional(&mut *tx)
                     .await?;
             if master.as_deref() != expected {
-                return Ok(false);
+                return Ok(CrossSigningWrite::MasterKeyChanged);
             }
         }
         for key in keys {
@@ -210,7 +209,7 @@ impl KeyStore for SqliteKeys {
         }
         sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(CrossSigningWrite::Stored)
     }
 
     async fn signatures(&self, target_user_id: &UserId) -> StorageResult<Vec<KeySignature>> {
@@ -219,7 +218,7 @@ impl KeyStore for SqliteKeys {
              WHERE target_user_id = $1",
         )
         .bind(target_user_id.as_str())
-        .fetch_all(&self.0.reader)
+        .fetch_all(self.0.reader())
         .await?
         .into_iter()
         .map(signature_from_row)
@@ -232,7 +231,7 @@ impl KeyStore for SqliteKeys {
         changed: &[OwnedUserId],
         pos: &StreamPosition,
     ) -> StorageResult<()> {
-        let mut tx = self.0.writer.begin().await?;
+        let mut tx = self.0.writer().begin().await?;
         for sig in signatures {
             sqlx::query(
                 "INSERT INTO key_signatures (target_user_id, target_key_id, signer_user_id, signer_key_id, signature) \
@@ -258,7 +257,7 @@ impl KeyStore for SqliteKeys {
             .bind(user_id.as_str())
             .bind(after)
             .bind(up_to)
-            .fetch_all(&self.0.reader)
+            .fetch_all(self.0.reader())
             .await?;
         user_ids(rows)
     }
@@ -268,20 +267,20 @@ impl KeyStore for SqliteKeys {
             .bind(user_id.as_str())
             .bind(after)
             .bind(up_to)
-            .fetch_all(&self.0.reader)
+            .fetch_all(self.0.reader())
             .await?;
         user_ids(rows)
     }
 
     async fn users_sharing_room(&self, user_id: &UserId) -> StorageResult<Vec<OwnedUserId>> {
         let rows: Vec<String> =
-            sqlx::query_scalar(SHARING_SQL).bind(user_id.as_str()).fetch_all(&self.0.reader).await?;
+            sqlx::query_scalar(SHARING_SQL).bind(user_id.as_str()).fetch_all(self.0.reader()).await?;
         user_ids(rows)
     }
 
     async fn max_stream_pos(&self) -> StorageResult<i64> {
         let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(stream_pos) FROM device_list_changes").fetch_one(&self.0.reader).await?;
+            sqlx::query_scalar("SELECT MAX(stream_pos) FROM device_list_changes").fetch_one(self.0.reader()).await?;
         Ok(max.unwrap_or(0))
     }
 }

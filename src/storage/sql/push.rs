@@ -1,26 +1,26 @@
 use async_trait::async_trait;
 use ruma::{RoomId, UserId};
 
-use super::PgDb;
+use super::{Pools, dialect};
 use crate::storage::{
-    StorageResult,
+    RowWrite, StorageResult,
     push::{
         NotificationRow, PushStore, PusherDbRow, PusherRow, QueueDbRow, QueuedPush, UnreadCounts, pusher_from_row,
         queued_from_row, unread_from_rows,
     },
 };
 
-pub(super) struct PgPush(pub PgDb);
+pub(super) struct PushStoreSql(pub Pools);
 
 #[async_trait]
-impl PushStore for PgPush {
+impl PushStore for PushStoreSql {
     async fn pushers(&self, user_id: &UserId) -> StorageResult<Vec<PusherRow>> {
         sqlx::query_as::<_, PusherDbRow>(
             "SELECT user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, \
              created_at FROM pushers WHERE user_id = $1 ORDER BY created_at",
         )
         .bind(user_id.as_str())
-        .fetch_all(&self.0.pool)
+        .fetch_all(self.0.reader())
         .await?
         .into_iter()
         .map(pusher_from_row)
@@ -35,14 +35,14 @@ impl PushStore for PgPush {
         .bind(user_id.as_str())
         .bind(app_id)
         .bind(pushkey)
-        .fetch_optional(&self.0.pool)
+        .fetch_optional(self.0.reader())
         .await?
         .map(pusher_from_row)
         .transpose()
     }
 
     async fn set_pusher(&self, p: &PusherRow, append: bool) -> StorageResult<()> {
-        let mut tx = self.0.pool.begin().await?;
+        let mut tx = self.0.writer().begin().await?;
         if !append {
             sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3")
                 .bind(&p.app_id)
@@ -74,8 +74,8 @@ impl PushStore for PgPush {
         Ok(())
     }
 
-    async fn delete_pusher(&self, user_id: &UserId, app_id: &str, pushkey: &str) -> StorageResult<bool> {
-        let mut tx = self.0.pool.begin().await?;
+    async fn delete_pusher(&self, user_id: &UserId, app_id: &str, pushkey: &str) -> StorageResult<RowWrite> {
+        let mut tx = self.0.writer().begin().await?;
         sqlx::query("DELETE FROM push_queue WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
             .bind(user_id.as_str())
             .bind(app_id)
@@ -89,11 +89,11 @@ impl PushStore for PgPush {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(RowWrite::from_rows(done.rows_affected()))
     }
 
     async fn delete_pushkey(&self, app_id: &str, pushkey: &str) -> StorageResult<u64> {
-        let mut tx = self.0.pool.begin().await?;
+        let mut tx = self.0.writer().begin().await?;
         sqlx::query("DELETE FROM push_queue WHERE app_id = $1 AND pushkey = $2")
             .bind(app_id)
             .bind(pushkey)
@@ -115,7 +115,7 @@ impl PushStore for PgPush {
         )
         .bind(now_ms)
         .bind(limit)
-        .fetch_all(&self.0.pool)
+        .fetch_all(self.0.reader())
         .await?
         .into_iter()
         .map(queued_from_row)
@@ -123,11 +123,11 @@ impl PushStore for PgPush {
     }
 
     async fn next_due(&self) -> StorageResult<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM push_queue").fetch_one(&self.0.pool).await?)
+        Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM push_queue").fetch_one(self.0.reader()).await?)
     }
 
     async fn delete_queued(&self, id: i64) -> StorageResult<()> {
-        sqlx::query("DELETE FROM push_queue WHERE id = $1").bind(id).execute(&self.0.pool).await?;
+        sqlx::query("DELETE FROM push_queue WHERE id = $1").bind(id).execute(self.0.writer()).await?;
         Ok(())
     }
 
@@ -136,23 +136,25 @@ impl PushStore for PgPush {
             .bind(id)
             .bind(attempts)
             .bind(next_attempt_at)
-            .execute(&self.0.pool)
+            .execute(self.0.writer())
             .await?;
         Ok(())
     }
 
     async fn unread(&self, user_id: &UserId, room_id: &RoomId) -> StorageResult<Vec<(String, UnreadCounts)>> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(concat!(
             "SELECT thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END) FROM event_push_actions \
-             WHERE user_id = $1 AND room_id = $2 AND stream_pos > GREATEST( \
+             WHERE user_id = $1 AND room_id = $2 AND stream_pos > ",
+            dialect::greatest!(),
+            "( \
                COALESCE((SELECT MAX(r.event_pos) FROM receipts r WHERE r.room_id = $2 AND r.user_id = $1 \
                  AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id IN ('', 'main')), 0), \
                COALESCE((SELECT m.stream_pos FROM memberships m WHERE m.room_id = $2 AND m.user_id = $1), 0)) \
              GROUP BY thread_id",
-        )
+        ))
         .bind(user_id.as_str())
         .bind(room_id.as_str())
-        .fetch_all(&self.0.pool)
+        .fetch_all(self.0.reader())
         .await?;
         Ok(unread_from_rows(rows))
     }
@@ -166,7 +168,7 @@ impl PushStore for PgPush {
              (SELECT m.stream_pos FROM memberships m WHERE m.room_id = a.room_id AND m.user_id = a.user_id), 0)",
         )
         .bind(user_id.as_str())
-        .fetch_one(&self.0.pool)
+        .fetch_one(self.0.reader())
         .await?)
     }
 
@@ -185,7 +187,7 @@ impl PushStore for PgPush {
         .bind(before)
         .bind(only_highlight)
         .bind(limit)
-        .fetch_all(&self.0.pool)
+        .fetch_all(self.0.reader())
         .await?;
         rows.into_iter()
             .map(|(event_id, room_id, stream_pos, actions, ts)| {

@@ -1,20 +1,20 @@
 use async_trait::async_trait;
 use ruma::{OwnedRoomId, RoomId, UserId};
 
-use super::PgDb;
+use super::{Pools, dialect};
 use crate::storage::{
     StorageResult, StreamPosition,
     receipts::{
-        PresenceDbRow, PresenceRow, PresenceStore, Receipt, ReceiptRow, ReceiptStore, presence_from_row,
+        PresenceDbRow, PresenceRow, PresenceStore, Receipt, ReceiptRow, ReceiptStore, ReceiptWrite, presence_from_row,
         receipt_from_row,
     },
 };
 
-pub(super) struct PgReceipts(pub PgDb);
+pub(super) struct ReceiptStoreSql(pub Pools);
 
 #[async_trait]
-impl ReceiptStore for PgReceipts {
-    async fn put(&self, r: &Receipt, pos: &StreamPosition) -> StorageResult<bool> {
+impl ReceiptStore for ReceiptStoreSql {
+    async fn put(&self, r: &Receipt, pos: &StreamPosition) -> StorageResult<ReceiptWrite> {
         let done = sqlx::query(
             "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, event_pos, ts, stream_pos) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -30,20 +30,22 @@ impl ReceiptStore for PgReceipts {
         .bind(r.event_pos)
         .bind(r.ts)
         .bind(pos.get())
-        .execute(&self.0.pool)
+        .execute(self.0.writer())
         .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(if done.rows_affected() > 0 { ReceiptWrite::Stored } else { ReceiptWrite::NotNewer })
     }
 
     async fn changed_since(&self, room_ids: &[OwnedRoomId], after: i64, up_to: i64) -> StorageResult<Vec<Receipt>> {
-        sqlx::query_as::<_, ReceiptRow>(
+        sqlx::query_as::<_, ReceiptRow>(concat!(
             "SELECT room_id, user_id, receipt_type, thread_id, event_id, event_pos, ts, stream_pos FROM receipts \
-             WHERE room_id = ANY($1) AND stream_pos > $2 AND stream_pos <= $3",
-        )
-        .bind(room_ids.iter().map(|id| id.as_str()).collect::<Vec<_>>())
+             WHERE room_id ",
+            dialect::in_list!(1),
+            " AND stream_pos > $2 AND stream_pos <= $3",
+        ))
+        .bind(dialect::list(room_ids))
         .bind(after)
         .bind(up_to)
-        .fetch_all(&self.0.pool)
+        .fetch_all(self.0.reader())
         .await?
         .into_iter()
         .map(receipt_from_row)
@@ -56,7 +58,7 @@ impl ReceiptStore for PgReceipts {
              WHERE room_id = $1",
         )
         .bind(room_id.as_str())
-        .fetch_all(&self.0.pool)
+        .fetch_all(self.0.reader())
         .await?
         .into_iter()
         .map(receipt_from_row)
@@ -70,20 +72,20 @@ impl ReceiptStore for PgReceipts {
         )
         .bind(room_id.as_str())
         .bind(user_id.as_str())
-        .fetch_one(&self.0.pool)
+        .fetch_one(self.0.reader())
         .await?;
         Ok(pos.unwrap_or(0))
     }
 
     async fn max_stream_pos(&self) -> StorageResult<i64> {
         let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(stream_pos) FROM receipts").fetch_one(&self.0.pool).await?;
+            sqlx::query_scalar("SELECT MAX(stream_pos) FROM receipts").fetch_one(self.0.reader()).await?;
         Ok(max.unwrap_or(0))
     }
 }
 
 #[async_trait]
-impl PresenceStore for PgReceipts {
+impl PresenceStore for ReceiptStoreSql {
     async fn put(&self, row: &PresenceRow, pos: &StreamPosition) -> StorageResult<()> {
         sqlx::query(
             "INSERT INTO presence (user_id, state, status_msg, last_active_ts, currently_active, stream_pos) \
@@ -97,7 +99,7 @@ impl PresenceStore for PgReceipts {
         .bind(row.last_active_ts)
         .bind(row.currently_active)
         .bind(pos.get())
-        .execute(&self.0.pool)
+        .execute(self.0.writer())
         .await?;
         Ok(())
     }
@@ -107,7 +109,7 @@ impl PresenceStore for PgReceipts {
             "SELECT user_id, state, status_msg, last_active_ts, currently_active, stream_pos FROM presence WHERE user_id = $1",
         )
         .bind(user_id.as_str())
-        .fetch_optional(&self.0.pool)
+        .fetch_optional(self.0.reader())
         .await?
         .map(presence_from_row)
         .transpose()
@@ -120,7 +122,7 @@ impl PresenceStore for PgReceipts {
         )
         .bind(after)
         .bind(up_to)
-        .fetch_all(&self.0.pool)
+        .fetch_all(self.0.reader())
         .await?
         .into_iter()
         .map(presence_from_row)
@@ -129,7 +131,7 @@ impl PresenceStore for PgReceipts {
 
     async fn max_stream_pos(&self) -> StorageResult<i64> {
         let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(stream_pos) FROM presence").fetch_one(&self.0.pool).await?;
+            sqlx::query_scalar("SELECT MAX(stream_pos) FROM presence").fetch_one(self.0.reader()).await?;
         Ok(max.unwrap_or(0))
     }
 }

@@ -1,21 +1,21 @@
 use async_trait::async_trait;
 use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 
-use super::SqliteDb;
+use super::{Pools, dialect};
 use crate::storage::{
     StorageResult,
     rooms::{RoomInfo, RoomStore},
 };
 
-pub(super) struct SqliteRooms(pub SqliteDb);
+pub(super) struct RoomStoreSql(pub Pools);
 
 #[async_trait]
-impl RoomStore for SqliteRooms {
+impl RoomStore for RoomStoreSql {
     async fn get(&self, room_id: &RoomId) -> StorageResult<Option<RoomInfo>> {
         let row: Option<(String, String, String, bool)> =
             sqlx::query_as("SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1")
                 .bind(room_id.as_str())
-                .fetch_optional(&self.0.reader)
+                .fetch_optional(self.0.reader())
                 .await?;
         row.map(|(room_id, room_version, creator, is_public)| {
             Ok(RoomInfo { room_id: room_id.try_into()?, room_version, creator: creator.try_into()?, is_public })
@@ -27,7 +27,7 @@ impl RoomStore for SqliteRooms {
         let done = sqlx::query("UPDATE rooms SET is_public = $2 WHERE room_id = $1")
             .bind(room_id.as_str())
             .bind(public)
-            .execute(&self.0.writer)
+            .execute(self.0.writer())
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -37,7 +37,7 @@ impl RoomStore for SqliteRooms {
             "SELECT r.room_id, (SELECT COUNT(*) FROM memberships m WHERE m.room_id = r.room_id AND m.membership = 'join') AS joined \
              FROM rooms r WHERE r.is_public ORDER BY joined DESC, r.room_id",
         )
-        .fetch_all(&self.0.reader)
+        .fetch_all(self.0.reader())
         .await?;
         rows.into_iter().map(|(id, n)| Ok((id.try_into()?, n))).collect()
     }
@@ -57,7 +57,7 @@ impl RoomStore for SqliteRooms {
         .bind(room_id.as_str())
         .bind(creator.as_str())
         .bind(now_ms)
-        .execute(&self.0.writer)
+        .execute(self.0.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -66,7 +66,7 @@ impl RoomStore for SqliteRooms {
         let row: Option<(String, String)> =
             sqlx::query_as("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
                 .bind(alias.as_str())
-                .fetch_optional(&self.0.reader)
+                .fetch_optional(self.0.reader())
                 .await?;
         row.map(|(room, creator)| Ok((room.try_into()?, creator.try_into()?))).transpose()
     }
@@ -74,7 +74,7 @@ impl RoomStore for SqliteRooms {
     async fn delete_alias(&self, alias: &RoomAliasId) -> StorageResult<bool> {
         let done = sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
             .bind(alias.as_str())
-            .execute(&self.0.writer)
+            .execute(self.0.writer())
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -82,7 +82,7 @@ impl RoomStore for SqliteRooms {
     async fn room_aliases(&self, room_id: &RoomId) -> StorageResult<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
             .bind(room_id.as_str())
-            .fetch_all(&self.0.reader)
+            .fetch_all(self.0.reader())
             .await?)
     }
 
@@ -91,12 +91,13 @@ impl RoomStore for SqliteRooms {
             "SELECT key_version, secret_der FROM server_signing_keys WHERE expired_at IS NULL \
              ORDER BY created_at DESC LIMIT 1",
         )
-        .fetch_optional(&self.0.reader)
+        .fetch_optional(self.0.reader())
         .await?)
     }
 
     async fn insert_signing_key(&self, version: &str, der: &[u8], now_ms: i64) -> StorageResult<(String, Vec<u8>)> {
-        let mut tx = self.0.writer.begin().await?;
+        let mut tx = self.0.writer().begin().await?;
+        dialect::lock_signing_keys(&mut tx).await?;
         let existing: Option<(String, Vec<u8>)> = sqlx::query_as(
             "SELECT key_version, secret_der FROM server_signing_keys WHERE expired_at IS NULL \
              ORDER BY created_at DESC LIMIT 1",

@@ -1,17 +1,18 @@
 use async_trait::async_trait;
 
-use super::PgDb;
+use super::Pools;
 use crate::storage::{
     StorageResult,
     registration::{
-        RegistrationStore, RegistrationToken, SessionRow, TokenRow, UiaaSession, session_from_row, token_from_row,
+        RegistrationStore, RegistrationToken, SessionRow, TokenRow, TokenUse, UiaaSession, session_from_row,
+        token_from_row,
     },
 };
 
-pub(super) struct PgRegistration(pub PgDb);
+pub(super) struct RegistrationStoreSql(pub Pools);
 
 #[async_trait]
-impl RegistrationStore for PgRegistration {
+impl RegistrationStore for RegistrationStoreSql {
     async fn create_token(&self, hash: &[u8], token: RegistrationToken) -> StorageResult<()> {
         sqlx::query(
             "INSERT INTO registration_tokens (token_hash, prefix, uses_allowed, completed, expiry_ts, created_at) \
@@ -23,7 +24,7 @@ impl RegistrationStore for PgRegistration {
         .bind(token.completed)
         .bind(token.expiry_ts)
         .bind(token.created_at)
-        .execute(&self.0.pool)
+        .execute(self.0.writer())
         .await?;
         Ok(())
     }
@@ -31,34 +32,36 @@ impl RegistrationStore for PgRegistration {
     async fn get_token(&self, hash: &[u8]) -> StorageResult<Option<RegistrationToken>> {
         let row = sqlx::query_as::<_, TokenRow>("SELECT prefix, uses_allowed, completed, expiry_ts, created_at FROM registration_tokens WHERE token_hash = $1")
         .bind(hash)
-        .fetch_optional(&self.0.pool)
+        .fetch_optional(self.0.reader())
         .await?;
         Ok(row.map(token_from_row))
     }
 
     async fn list_tokens(&self) -> StorageResult<Vec<RegistrationToken>> {
         let rows = sqlx::query_as::<_, TokenRow>("SELECT prefix, uses_allowed, completed, expiry_ts, created_at FROM registration_tokens ORDER BY created_at")
-        .fetch_all(&self.0.pool)
+        .fetch_all(self.0.reader())
         .await?;
         Ok(rows.into_iter().map(token_from_row).collect())
     }
 
     async fn delete_tokens_by_prefix(&self, prefix: &str) -> StorageResult<u64> {
-        let done =
-            sqlx::query("DELETE FROM registration_tokens WHERE prefix = $1").bind(prefix).execute(&self.0.pool).await?;
+        let done = sqlx::query("DELETE FROM registration_tokens WHERE prefix = $1")
+            .bind(prefix)
+            .execute(self.0.writer())
+            .await?;
         Ok(done.rows_affected())
     }
 
-    async fn consume_token(&self, hash: &[u8], now_ms: i64) -> StorageResult<bool> {
+    async fn consume_token(&self, hash: &[u8], now_ms: i64) -> StorageResult<TokenUse> {
         let done = sqlx::query(
             "UPDATE registration_tokens SET completed = completed + 1 WHERE token_hash = $1 \
              AND (uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_ts IS NULL OR expiry_ts > $2)",
         )
         .bind(hash)
         .bind(now_ms)
-        .execute(&self.0.pool)
+        .execute(self.0.writer())
         .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(if done.rows_affected() > 0 { TokenUse::Consumed } else { TokenUse::Unusable })
     }
 
     async fn put_session(&self, session: &UiaaSession) -> StorageResult<()> {
@@ -72,7 +75,7 @@ impl RegistrationStore for PgRegistration {
         .bind(serde_json::to_string(&session.completed)?)
         .bind(&session.registration_token_hash)
         .bind(session.created_at)
-        .execute(&self.0.pool)
+        .execute(self.0.writer())
         .await?;
         Ok(())
     }
@@ -82,21 +85,24 @@ impl RegistrationStore for PgRegistration {
             "SELECT session_id, scope, completed, registration_token_hash, created_at FROM uiaa_sessions WHERE session_id = $1",
         )
         .bind(session_id)
-        .fetch_optional(&self.0.pool)
+        .fetch_optional(self.0.reader())
         .await?
         .map(session_from_row)
         .transpose()
     }
 
     async fn delete_session(&self, session_id: &str) -> StorageResult<()> {
-        sqlx::query("DELETE FROM uiaa_sessions WHERE session_id = $1").bind(session_id).execute(&self.0.pool).await?;
+        sqlx::query("DELETE FROM uiaa_sessions WHERE session_id = $1")
+            .bind(session_id)
+            .execute(self.0.writer())
+            .await?;
         Ok(())
     }
 
     async fn prune_sessions(&self, before_ms: i64) -> StorageResult<u64> {
         let done = sqlx::query("DELETE FROM uiaa_sessions WHERE created_at < $1")
             .bind(before_ms)
-            .execute(&self.0.pool)
+            .execute(self.0.writer())
             .await?;
         Ok(done.rows_affected())
     }

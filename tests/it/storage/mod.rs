@@ -12,6 +12,9 @@ use serde_json::value::to_raw_value;
 
 use crate::harness::{Backend, TestDb, both_backends};
 
+mod areas;
+mod e2ee;
+
 both_backends!(
     users_are_created_once_under_concurrency,
     registration_tokens_are_never_overused,
@@ -19,18 +22,18 @@ both_backends!(
     devices_tokens_and_deactivation,
 );
 
-async fn open(backend: Backend) -> Option<(TestDb, Storage)> {
+pub(super) async fn open(backend: Backend) -> Option<(TestDb, Storage)> {
     let db = TestDb::create(backend).await?;
     let storage = Storage::connect(&db.url, 8).await.expect("connect");
     Some((db, storage))
 }
 
-async fn close(db: TestDb, storage: Storage) {
+pub(super) async fn close(db: TestDb, storage: Storage) {
     storage.close().await;
     db.drop_db().await;
 }
 
-fn user(id: &str, token: Option<&str>) -> NewUser {
+pub(super) fn user(id: &str, token: Option<&str>) -> NewUser {
     NewUser {
         user_id: OwnedUserId::try_from(id).expect("user id"),
         password_hash: None,
@@ -145,7 +148,7 @@ async fn devices_tokens_and_deactivation(backend: Backend) {
     assert_eq!(storage.devices.list(&alice).await.expect("list").len(), 1);
 
     let pos = parley::storage::StreamAllocator::new(0).allocate();
-    storage.users.deactivate(&alice, &pos).await.expect("deactivate");
+    assert_eq!(storage.users.deactivate(&alice, &pos).await.expect("deactivate"), parley::storage::RowWrite::Written);
     assert!(storage.devices.find_token(b"hash-2").await.expect("find").is_none());
     assert!(storage.devices.list(&alice).await.expect("list").is_empty());
     assert!(storage.users.profile(&alice).await.expect("profile").is_none());

@@ -1,0 +1,97 @@
+//! The accept loop: HTTP/1 and HTTP/2 on one listener, with the limits a public server needs
+//! that `axum::serve` does not set.
+//!
+//! - **Header-read timeout.** A client that opens a connection and sends its request headers
+//!   slowly (or never) would hold the connection, and its memory and file descriptor, for as
+//!   long as it likes. hyper closes it once the headers have not arrived within
+//!   `http.header_read_timeout_secs`; that includes an idle keep-alive connection waiting for
+//!   its next request. (hyper has the timeout, but only applies it with a timer, which
+//!   `axum::serve` does not give it.)
+//! - **Concurrent connections.** At most `http.max_connections` connections are served at
+//!   once. At the limit, the loop stops accepting until one closes: further clients wait in the
+//!   kernel's backlog instead of costing anything here.
+//!
+//! Shutdown stops accepting, lets requests in flight finish (long-polling syncs answer at once,
+//! see `SyncService`), and closes idle connections.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Router, extract::connect_info::IntoMakeServiceWithConnectInfo};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+};
+use tower::Service as _;
+
+/// Connection limits, from `[http]` in the config.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Serves `app` on `listener` until `stop` flips to true, then waits for open connections.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let mut make_service: IntoMakeServiceWithConnectInfo<Router, SocketAddr> =
+        app.into_make_service_with_connect_info::<SocketAddr>();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+            () = stopped(&mut stop) => break,
+        };
+        let Ok(slot) = slot else { break };
+        if slots.available_permits() == 0 {
+            tracing::warn!(limit = limits.max_connections, "at the connection limit: not accepting until one closes");
+        }
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: the error is about this one
+                    // connection or a passing shortage, so wait a little and go on.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let Ok(service) = make_service.call(peer).await;
+        let service = TowerToHyperService::new(service);
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            // The slot frees only once the connection is gone.
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await of the caller.
+    let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
+}
