@@ -89,3 +89,13 @@ pub(super) async fn lock_signing_keys(tx: &mut Transaction<'_, Db>) -> sqlx::Res
     sqlx::query("LOCK TABLE server_signing_keys IN EXCLUSIVE MODE").execute(&mut **tx).await?;
     Ok(())
 }
+
+/// The transaction IDs a device used for some events (`$1` user, `$2` device, `$3` event IDs
+/// bound with [`list`]). It starts from the event IDs and uses the index on `event_id` once
+/// per ID, so its cost does not grow with how much the device ever sent: the planner, left
+/// to itself, can prefer the primary key's `(user_id, device_id)` prefix and filter every
+/// transaction of the device (measured: 99,950 rows removed for 50 IDs).
+pub(super) const TXN_IDS: &str = "SELECT t.event_id, t.txn_id FROM unnest($3::text[]) AS wanted(event_id) \
+     CROSS JOIN LATERAL (SELECT event_id, txn_id, user_id, device_id FROM event_txns \
+                         WHERE event_id = wanted.event_id OFFSET 0) AS t \
+     WHERE t.user_id = $1 AND t.device_id = $2";

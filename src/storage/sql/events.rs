@@ -489,11 +489,10 @@ impl EventStore for EventStoreSql {
         device_id: &DeviceId,
         event_ids: &[OwnedEventId],
     ) -> StorageResult<Vec<(OwnedEventId, String)>> {
-        let sql = format!(
-            "SELECT event_id, txn_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND {}",
-            concat!("event_id ", dialect::in_list!(3))
-        );
-        let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(sql))
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as(dialect::TXN_IDS)
             .bind(user_id.as_str())
             .bind(device_id.as_str())
             .bind(dialect::list(event_ids))

@@ -66,3 +66,11 @@ pub(super) async fn lock_other_devices(_: &mut Transaction<'_, Db>, _: &UserId, 
 pub(super) async fn lock_signing_keys(_: &mut Transaction<'_, Db>) -> sqlx::Result<()> {
     Ok(())
 }
+
+/// The transaction IDs a device used for some events (`$1` user, `$2` device, `$3` event IDs
+/// bound with [`list`]). Materialising the look-up by event ID first keeps SQLite from
+/// choosing the primary key's `(user_id, device_id)` prefix, which scans every transaction
+/// the device ever sent (it has no statistics to know better).
+pub(super) const TXN_IDS: &str = "WITH sent AS MATERIALIZED (SELECT event_id, txn_id, user_id, device_id FROM event_txns \
+                               WHERE event_id IN (SELECT value FROM json_each($3))) \
+     SELECT event_id, txn_id FROM sent WHERE user_id = $1 AND device_id = $2";
