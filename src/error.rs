@@ -109,6 +109,11 @@ impl Error {
         Self::new(StatusCode::UNAUTHORIZED, kind, message)
     }
 
+    /// A federation request whose signature, origin or destination does not check out.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::matrix(ErrorKind::Unauthorized, message)
+    }
+
     pub fn missing_token() -> Self {
         Self::matrix(ErrorKind::MissingToken, "Missing access token")
     }

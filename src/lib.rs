@@ -12,6 +12,7 @@ mod serve;
 pub mod server;
 pub mod service;
 pub mod storage;
+mod tls;
 
 pub use crate::{
     config::Config,

@@ -26,6 +26,7 @@ use tokio::{
     net::TcpListener,
     sync::{Semaphore, watch},
 };
+use tokio_rustls::TlsAcceptor;
 use tower::Service as _;
 
 /// Connection limits, from `[http]` in the config.
@@ -36,10 +37,13 @@ pub struct ConnectionLimits {
 }
 
 /// Serves `app` on `listener` until `stop` flips to true, then waits for open connections.
+/// With `tls`, each connection is a TLS one, whose handshake must also finish within the
+/// header-read timeout.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let mut make_service: IntoMakeServiceWithConnectInfo<Router, SocketAddr> =
@@ -76,9 +80,23 @@ pub async fn serve(
         let service = TowerToHyperService::new(service);
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
+            let result = match tls {
+                None => {
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(tls) => match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             // The slot frees only once the connection is gone.

@@ -22,6 +22,7 @@ use ruma::api::{
     },
     client::session::login,
     error::{DeserializationError, FromHttpRequestError},
+    federation::authentication::ServerSignatures,
 };
 
 use crate::{
@@ -51,18 +52,23 @@ where
     }
 }
 
-/// How Parley checks each of ruma's auth schemes.
+/// How Parley checks each of ruma's auth schemes. The token schemes read the access token;
+/// X-Matrix (server signatures) reads the whole request: method, URI and body are signed.
 pub trait Authenticate: AuthScheme {
     type Identity: Send;
 
-    fn authenticate(token: Option<&str>, services: &Services) -> impl Future<Output = Result<Self::Identity>> + Send;
+    fn authenticate(
+        request: &http::Request<&[u8]>,
+        services: &Services,
+    ) -> impl Future<Output = Result<Self::Identity>> + Send;
 }
 
 impl Authenticate for AccessToken {
     type Identity = AuthedUser;
 
-    async fn authenticate(token: Option<&str>, services: &Services) -> Result<AuthedUser> {
-        let user = services.auth.authenticate(token.ok_or_else(Error::missing_token)?).await?;
+    async fn authenticate(request: &http::Request<&[u8]>, services: &Services) -> Result<AuthedUser> {
+        let token = access_token(request)?;
+        let user = services.auth.authenticate(token.as_deref().ok_or_else(Error::missing_token)?).await?;
         // Any authenticated request counts as activity for presence.
         services.presence.touch(&user.user_id);
         Ok(user)
@@ -72,9 +78,9 @@ impl Authenticate for AccessToken {
 impl Authenticate for AccessTokenOptional {
     type Identity = Option<AuthedUser>;
 
-    async fn authenticate(token: Option<&str>, services: &Services) -> Result<Option<AuthedUser>> {
-        match token {
-            Some(token) => services.auth.authenticate(token).await.map(Some),
+    async fn authenticate(request: &http::Request<&[u8]>, services: &Services) -> Result<Option<AuthedUser>> {
+        match access_token(request)? {
+            Some(token) => services.auth.authenticate(&token).await.map(Some),
             None => Ok(None),
         }
     }
@@ -83,7 +89,7 @@ impl Authenticate for AccessTokenOptional {
 impl Authenticate for NoAuthentication {
     type Identity = ();
 
-    async fn authenticate(_: Option<&str>, _: &Services) -> Result<()> {
+    async fn authenticate(_: &http::Request<&[u8]>, _: &Services) -> Result<()> {
         Ok(())
     }
 }
@@ -91,7 +97,7 @@ impl Authenticate for NoAuthentication {
 impl Authenticate for NoAccessToken {
     type Identity = ();
 
-    async fn authenticate(_: Option<&str>, _: &Services) -> Result<()> {
+    async fn authenticate(_: &http::Request<&[u8]>, _: &Services) -> Result<()> {
         Ok(())
     }
 }
@@ -100,8 +106,8 @@ impl Authenticate for NoAccessToken {
 impl Authenticate for AppserviceToken {
     type Identity = ();
 
-    async fn authenticate(token: Option<&str>, _: &Services) -> Result<()> {
-        match token {
+    async fn authenticate(request: &http::Request<&[u8]>, _: &Services) -> Result<()> {
+        match access_token(request)? {
             Some(_) => Err(Error::unknown_token("Unknown application service token")),
             None => Err(Error::missing_token()),
         }
@@ -113,10 +119,22 @@ impl Authenticate for AppserviceToken {
 impl Authenticate for AppserviceTokenOptional {
     type Identity = ();
 
-    async fn authenticate(_: Option<&str>, _: &Services) -> Result<()> {
+    async fn authenticate(_: &http::Request<&[u8]>, _: &Services) -> Result<()> {
         Ok(())
     }
 }
+
+/// A request signed by another server (X-Matrix): the server it came from, checked.
+impl Authenticate for ServerSignatures {
+    type Identity = Origin;
+
+    async fn authenticate(request: &http::Request<&[u8]>, services: &Services) -> Result<Origin> {
+        crate::service::federation::auth::verify_request(request, services).await.map(Origin)
+    }
+}
+
+/// The server a federation request came from, its signature verified.
+pub struct Origin(pub ruma::OwnedServerName);
 
 impl<T> FromRequest<Arc<Services>> for Ruma<T>
 where
@@ -128,19 +146,23 @@ where
     async fn from_request(request: Request, services: &Arc<Services>) -> Result<Self> {
         let (mut parts, body) = request.into_parts();
         let path_args = path_args(&mut parts, services).await?;
-        let body = read_body(body, services.config.http.max_request_body_bytes, &parts.method).await?;
+        // The listener sets its own limit (a federation transaction is larger than any client
+        // request); the client API's applies otherwise.
+        let limit =
+            parts.extensions.get::<BodyLimit>().map_or(services.config.http.max_request_body_bytes, |limit| limit.0);
+        let body = read_body(body, limit, &parts.method).await?;
         // Every body is JSON (Parley has no endpoint taking other bodies yet; one that does,
         // like a media upload, needs its own extractor anyway).
         json_depth::check(&body)?;
         reject_before_parsing::<T>(&body)?;
         let request = http::Request::from_parts(parts, &body[..]);
 
-        let token = access_token(&request)?;
-        let auth = T::Authentication::authenticate(token.as_deref(), services).await?;
+        let auth = T::Authentication::authenticate(&request, services).await?;
 
         if T::RATE_LIMITED {
-            let key = match &token {
-                Some(token) => format!("t:{}", secrets::fingerprint(token)),
+            // Rate-limited endpoints are the client API's: a malformed token was refused above.
+            let key = match access_token(&request).ok().flatten() {
+                Some(token) => format!("t:{}", secrets::fingerprint(&token)),
                 None => {
                     let ip = client_ip(&request, services.config.http.trust_forwarded_for);
                     format!("ip:{}", ip.map_or_else(String::new, |ip| ip.to_string()))
@@ -176,6 +198,10 @@ fn reject_before_parsing<T: 'static>(body: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The largest body a listener accepts, as a request extension.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
 
 async fn path_args(parts: &mut Parts, services: &Arc<Services>) -> Result<Vec<String>> {
     use axum::extract::FromRequestParts as _;

@@ -30,7 +30,7 @@ use tower_http::{
 
 use super::{
     client,
-    extract::{Authenticate, Ruma},
+    extract::{Authenticate, BodyLimit, Ruma},
     server,
 };
 use crate::{error::Error, service::Services};
@@ -78,10 +78,24 @@ impl RumaRouter for Router<Arc<Services>> {
     }
 }
 
-/// The whole application: every route and every layer.
+/// The client listener's application: the Client-Server API, plus this server's keys and
+/// `.well-known`, with every layer.
 pub fn build(services: &Arc<Services>) -> Router {
+    let routes = server::public_routes(client::routes(Router::new()));
+    finish(routes, services, services.config.http.max_request_body_bytes)
+}
+
+/// The federation listener's application: the Server-Server API, with its own body limit
+/// (a full transaction is larger than any client request).
+pub fn build_federation(services: &Arc<Services>) -> Router {
+    let routes = server::federation_routes(server::public_routes(Router::new()));
+    finish(routes, services, services.config.federation.max_request_body_bytes)
+}
+
+/// Fallbacks, state and the layers every response passes through.
+fn finish(routes: Router<Arc<Services>>, services: &Arc<Services>, body_limit: usize) -> Router {
     let config = &services.config;
-    let router = server::routes(client::routes(Router::new()))
+    let router = routes
         .fallback(unrecognized)
         // Must come after every route: it applies to the routes registered so far.
         .method_not_allowed_fallback(method_not_allowed)
@@ -97,7 +111,8 @@ pub fn build(services: &Arc<Services>) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(CatchPanicLayer::custom(|_| Error::internal("handler panicked").into_response()))
         .layer(middleware::from_fn_with_state(config.http.request_timeout(), timeout))
-        .layer(middleware::from_fn_with_state(config.http.max_request_body_bytes, reject_large_bodies))
+        .layer(middleware::from_fn_with_state(body_limit, reject_large_bodies))
+        .layer(axum::Extension(BodyLimit(body_limit)))
         .layer(middleware::from_fn(answer_options));
     // CORS goes outermost, in its own layer, so that every response gets its headers.
     router.layer(layers).layer(cors())

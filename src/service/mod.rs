@@ -7,6 +7,7 @@ pub mod backup;
 pub mod cache;
 pub mod devices;
 pub mod ephemeral;
+pub mod federation;
 pub mod filter;
 pub mod keys;
 pub mod latest;
@@ -56,6 +57,8 @@ pub struct Services {
     pub keys: keys::KeyService,
     pub to_device: to_device::ToDeviceService,
     pub backup: backup::BackupService,
+    /// The outbound side of federation (signed client and queue); `None` when it is off.
+    pub federation: Option<federation::Outbound>,
 }
 
 impl Services {
@@ -79,6 +82,13 @@ impl Services {
             keys: Arc::clone(&server_keys),
             notifier: Arc::clone(&notifier),
         }));
+        let outbound = federation::Outbound::build(&config, &server_keys, &storage, &rooms, shutdown.clone())?;
+        let edus = federation::EduOut::new(
+            config.server_name.clone(),
+            outbound.as_ref().map(|o| Arc::clone(&o.sender)),
+            Arc::clone(&rooms),
+        );
+        let remote = outbound.as_ref().map(|o| o.client.clone());
         let device_lists =
             Arc::new(keys::DeviceLists::new(storage.clone(), Arc::clone(&stream), Arc::clone(&notifier)));
         let accounts = Arc::new(accounts::AccountService::new(
@@ -98,12 +108,13 @@ impl Services {
             account_data: Arc::clone(&account_data),
         }));
         let gateway = push::gateway::GatewayClient::new(&config.push)?;
-        let typing = ephemeral::typing::TypingService::new(Arc::clone(&rooms), Arc::clone(&notifier));
+        let typing = ephemeral::typing::TypingService::new(Arc::clone(&rooms), Arc::clone(&notifier), edus.clone());
         let receipts = Arc::new(ephemeral::receipts::ReceiptService::new(
             storage.clone(),
             Arc::clone(&stream),
             Arc::clone(&rooms),
             Arc::clone(&notifier),
+            edus.clone(),
         ));
         let presence = ephemeral::presence::PresenceService::new(
             config.presence.clone(),
@@ -111,16 +122,25 @@ impl Services {
             Arc::clone(&stream),
             Arc::clone(&rooms),
             Arc::clone(&notifier),
+            edus.clone(),
         );
         Ok(Arc::new(Self {
             auth: auth::AuthService::new(storage.clone(), Arc::clone(&device_lists)),
             devices: devices::DeviceService::new(storage.clone(), Arc::clone(&device_lists)),
-            keys: keys::KeyService::new(config.server_name.clone(), storage.clone(), Arc::clone(&stream), device_lists),
+            keys: keys::KeyService::new(
+                config.server_name.clone(),
+                storage.clone(),
+                Arc::clone(&stream),
+                device_lists,
+                remote,
+                edus.clone(),
+            ),
             to_device: to_device::ToDeviceService::new(
                 config.server_name.clone(),
                 storage.clone(),
                 Arc::clone(&stream),
                 Arc::clone(&notifier),
+                edus,
             ),
             backup: backup::BackupService::new(storage.clone()),
             uiaa: uiaa::UiaaService::new(storage.clone(), Arc::clone(&accounts)),
@@ -148,6 +168,7 @@ impl Services {
             gateway,
             rooms,
             server_keys,
+            federation: outbound,
             notifier,
             stream,
             storage,
@@ -163,6 +184,15 @@ impl Services {
         tokio::spawn(Arc::clone(&self.typing).run_expiry(shutdown.subscribe()));
         tokio::spawn(Arc::clone(&self.presence).run(shutdown.subscribe()));
         tokio::spawn(Arc::clone(&self.push).run_delivery(self.gateway.clone(), shutdown.subscribe()));
+        if let Some(federation) = &self.federation {
+            let sender = Arc::clone(&federation.sender);
+            tokio::spawn(async move {
+                if let Err(e) = sender.resume().await {
+                    tracing::warn!(error = %e, "could not resume the federation queues");
+                }
+            });
+            tokio::spawn(federation::prune_inbound_txns(self.storage.clone(), shutdown.subscribe()));
+        }
     }
 }
 

@@ -161,6 +161,9 @@ pub trait KeyStore: Send + Sync {
 
     /// The highest position used, for seeding the stream allocator.
     async fn max_stream_pos(&self) -> StorageResult<i64>;
+
+    /// Records that another server's user's device list changed (learnt over federation).
+    async fn record_device_list_change(&self, user_id: &UserId, pos: &StreamPosition) -> StorageResult<()>;
 }
 
 /// Deleting one device (`$1` user, `$2` device) deletes its E2EE data too. The same SQL on

@@ -20,7 +20,7 @@ use crate::{
         router::RumaRouter as _,
     },
     error::{Error, Result},
-    service::{Services, rooms::directory::PublicRoom},
+    service::{Services, federation, rooms::directory::PublicRoom},
 };
 
 /// Rooms per page when the client does not say.
@@ -53,8 +53,8 @@ async fn get_alias_handler(
     State(services): State<Arc<Services>>,
     req: Ruma<get_alias::v3::Request>,
 ) -> RumaResult<get_alias::v3::Response> {
-    let room_id = services.rooms.directory.resolve_alias(&req.body.room_alias).await?;
-    Ok(get_alias::v3::Response::new(room_id, vec![services.config.server_name.clone()]).into())
+    let (room_id, servers) = federation::query::resolve_alias(&services, &req.body.room_alias).await?;
+    Ok(get_alias::v3::Response::new(room_id, servers).into())
 }
 
 /// `DELETE /_matrix/client/v3/directory/room/{roomAlias}`

@@ -24,7 +24,7 @@ use crate::{
         router::RumaRouter as _,
     },
     error::{Error, Result},
-    service::{Services, rooms::read::PageToken, rooms::timeline::membership::MembershipChange},
+    service::{Services, federation, rooms::read::PageToken, rooms::timeline::membership::MembershipChange},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -65,7 +65,7 @@ async fn change(
 async fn resolve_room(services: &Services, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
     match <&RoomId>::try_from(room) {
         Ok(room_id) => Ok(room_id.to_owned()),
-        Err(alias) => services.rooms.directory.resolve_alias(alias).await,
+        Err(alias) => Ok(federation::query::resolve_alias(services, alias).await?.0),
     }
 }
 

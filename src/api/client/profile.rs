@@ -16,7 +16,7 @@ use crate::{
         router::RumaRouter as _,
     },
     error::{Error, Result},
-    service::{Services, auth::AuthedUser},
+    service::{Services, auth::AuthedUser, federation},
 };
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -29,7 +29,7 @@ async fn get_profile(
     State(services): State<Arc<Services>>,
     req: Ruma<get_profile::v3::Request>,
 ) -> RumaResult<get_profile::v3::Response> {
-    let profile = services.accounts.profile(&req.body.user_id).await?;
+    let profile = federation::query::profile(&services, &req.body.user_id).await?;
     let mut response = get_profile::v3::Response::new();
     response.data = profile.into_iter().collect::<UserProfile>();
     Ok(response.into())
@@ -41,7 +41,7 @@ async fn get_field(
     State(services): State<Arc<Services>>,
     req: Ruma<get_profile_field::v3::Request>,
 ) -> RumaResult<get_profile_field::v3::Response> {
-    let profile = services.accounts.profile(&req.body.user_id).await?;
+    let profile = federation::query::profile(&services, &req.body.user_id).await?;
     let field = req.body.field.as_str();
     let value = profile
         .into_iter()

@@ -19,7 +19,7 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     config::PresenceConfig,
     error::Result,
-    service::{latest::Key, notifier::Notifier, now_ms, rooms::Rooms},
+    service::{federation::EduOut, latest::Key, notifier::Notifier, now_ms, rooms::Rooms},
     storage::{Storage, StreamAllocator, receipts::PresenceRow},
 };
 
@@ -98,11 +98,14 @@ pub struct PresenceView {
 
 pub struct PresenceService {
     config: PresenceConfig,
+    /// Local users only; other servers' users are known from what their servers publish.
     users: Mutex<HashMap<OwnedUserId, UserPresence>>,
     storage: Storage,
     stream: Arc<StreamAllocator>,
     rooms: Arc<Rooms>,
     notifier: Arc<Notifier>,
+    /// Tells the servers that share a room with a local user about their published changes.
+    edus: EduOut,
 }
 
 impl PresenceService {
@@ -112,8 +115,32 @@ impl PresenceService {
         stream: Arc<StreamAllocator>,
         rooms: Arc<Rooms>,
         notifier: Arc<Notifier>,
+        edus: EduOut,
     ) -> Arc<Self> {
-        Arc::new(Self { config, users: Mutex::default(), storage, stream, rooms, notifier })
+        Arc::new(Self { config, users: Mutex::default(), storage, stream, rooms, notifier, edus })
+    }
+
+    /// A remote user's presence, as their server published it.
+    pub async fn receive_remote(
+        &self,
+        user_id: &UserId,
+        state: &PresenceState,
+        status_msg: Option<String>,
+        last_active_ago: u64,
+        currently_active: bool,
+    ) -> Result<()> {
+        if !self.config.enabled {
+            return Ok(());
+        }
+        let row = PresenceRow {
+            user_id: user_id.to_owned(),
+            state: state.as_str().to_owned(),
+            status_msg,
+            last_active_ts: now_ms().saturating_sub(i64::try_from(last_active_ago).unwrap_or(i64::MAX)),
+            currently_active,
+            stream_pos: 0,
+        };
+        self.write(row).await
     }
 
     pub fn enabled(&self) -> bool {
@@ -305,9 +332,26 @@ impl PresenceService {
             currently_active: published.currently_active,
             stream_pos: 0,
         };
+        let mut update = json!({
+            "user_id": user_id,
+            "presence": row.state,
+            "last_active_ago": now_ms().saturating_sub(last_active_ms).max(0),
+            "currently_active": row.currently_active,
+        });
+        if let Some(msg) = &row.status_msg {
+            update["status_msg"] = msg.clone().into();
+        }
+        self.write(row).await?;
+        // Coalesced already (at most one publication per interval), and only to servers that
+        // share a room with the user.
+        self.edus.to_users_rooms(user_id, "m.presence", json!({ "push": [update] })).await
+    }
+
+    /// Writes a published state at a new stream position and wakes whom it concerns.
+    async fn write(&self, row: PresenceRow) -> Result<()> {
         // Who to wake is looked up before the position is taken: an open position holds back
         // every reader's watermark, so it is held for the write alone.
-        let audience: Vec<OwnedUserId> = self.sharing_rooms_with(user_id).await?.into_iter().collect();
+        let audience: Vec<OwnedUserId> = self.sharing_rooms_with(&row.user_id).await?.into_iter().collect();
         let mut pos = self.stream.allocate();
         self.notifier.latest().note(Key::Presence, pos.get());
         self.storage.presence.put(&row, &pos).await?;

@@ -7,7 +7,9 @@ use serde_json::{Value as JsonValue, json};
 
 use crate::{
     error::{Error, Result},
-    service::{account_data::AccountDataService, latest::Key, notifier::Notifier, now_ms, rooms::Rooms},
+    service::{
+        account_data::AccountDataService, federation::EduOut, latest::Key, notifier::Notifier, now_ms, rooms::Rooms,
+    },
     storage::{
         Storage, StreamAllocator,
         receipts::{Receipt, ReceiptWrite},
@@ -23,11 +25,19 @@ pub struct ReceiptService {
     stream: Arc<StreamAllocator>,
     rooms: Arc<Rooms>,
     notifier: Arc<Notifier>,
+    /// Tells other servers in the room about local users' public receipts.
+    edus: EduOut,
 }
 
 impl ReceiptService {
-    pub fn new(storage: Storage, stream: Arc<StreamAllocator>, rooms: Arc<Rooms>, notifier: Arc<Notifier>) -> Self {
-        Self { storage, stream, rooms, notifier }
+    pub fn new(
+        storage: Storage,
+        stream: Arc<StreamAllocator>,
+        rooms: Arc<Rooms>,
+        notifier: Arc<Notifier>,
+        edus: EduOut,
+    ) -> Self {
+        Self { storage, stream, rooms, notifier, edus }
     }
 
     /// Records that the user read up to `event_id`. Public receipts reach every member;
@@ -62,28 +72,78 @@ impl ReceiptService {
         if receipt_type != READ && receipt_type != READ_PRIVATE {
             return Err(Error::invalid_param(format!("Unsupported receipt type {receipt_type}")));
         }
+        let ts = now_ms();
+        let stored = self.store(user_id, room_id, receipt_type, &event, thread_id, ts).await?;
+        if stored && receipt_type == READ {
+            let mut data = json!({ "ts": ts });
+            if let Some(thread_id) = thread_id {
+                data["thread_id"] = thread_id.into();
+            }
+            let content = json!({ room_id.as_str(): { READ: { user_id.as_str(): {
+                "event_ids": [event_id], "data": data,
+            }}}});
+            if let Err(e) = self.edus.to_room(room_id, "m.receipt", content).await {
+                tracing::warn!(%room_id, error = %e, "could not queue a receipt for other servers");
+            }
+        }
+        Ok(())
+    }
+
+    /// A remote user's public receipt, as their server reported it: kept if they are in the
+    /// room and the event is one of its timeline's.
+    pub async fn receive_remote(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+        thread_id: Option<&str>,
+        ts: i64,
+    ) -> Result<()> {
+        if !self.rooms.members.is_joined(room_id, user_id).await? {
+            return Ok(());
+        }
+        let event = self.rooms.events.pdu(event_id).await?;
+        let Some(event) = event.filter(|p| p.room_id == room_id && p.in_timeline()) else { return Ok(()) };
+        self.store(user_id, room_id, READ, &event, thread_id, ts).await?;
+        Ok(())
+    }
+
+    /// Stores a receipt at a new stream position and wakes whom it concerns. Returns whether it
+    /// moved the user's receipt forward.
+    async fn store(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        receipt_type: &str,
+        event: &crate::service::rooms::PduRef,
+        thread_id: Option<&str>,
+        ts: i64,
+    ) -> Result<bool> {
         let receipt = Receipt {
             room_id: room_id.to_owned(),
             user_id: user_id.to_owned(),
             receipt_type: receipt_type.to_owned(),
             thread_id: thread_id.unwrap_or_default().to_owned(),
-            event_id: event_id.to_string(),
+            event_id: event.event_id.to_string(),
             event_pos: event.stream_pos,
-            ts: now_ms(),
+            ts,
             stream_pos: 0,
+        };
+        // Who to wake is looked up before the position is taken: an open position holds back
+        // every reader's watermark.
+        let audience: Vec<_> = if receipt_type == READ {
+            self.rooms.members.audience_of(room_id).await?.iter().cloned().collect()
+        } else {
+            vec![user_id.to_owned()]
         };
         let mut pos = self.stream.allocate();
         self.notifier.latest().note(Key::Receipts(room_id.to_owned()), pos.get());
-        if self.storage.receipts.put(&receipt, &pos).await? == ReceiptWrite::Stored {
+        let stored = self.storage.receipts.put(&receipt, &pos).await? == ReceiptWrite::Stored;
+        if stored {
             let notifier = Arc::clone(&self.notifier);
-            let audience: Vec<_> = if receipt_type == READ {
-                self.rooms.members.audience_of(room_id).await?.iter().cloned().collect()
-            } else {
-                vec![user_id.to_owned()]
-            };
             pos.on_visible(move || notifier.notify_users(audience.iter().map(|u| &**u)));
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// The `m.receipt` ephemeral event content of each room with receipts `viewer` may see:

@@ -25,7 +25,9 @@ use tokio::{
     time::Instant,
 };
 
-use crate::service::{notifier::Notifier, rooms::Rooms};
+use serde_json::json;
+
+use crate::service::{federation::EduOut, notifier::Notifier, rooms::Rooms};
 
 /// The longest a typing notification lasts without being renewed.
 pub const MAX_TYPING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -171,15 +173,17 @@ pub struct TypingService {
     state: Mutex<State>,
     rooms: Arc<Rooms>,
     notifier: Arc<Notifier>,
+    /// Tells other servers in the room about local users' typing.
+    edus: EduOut,
     /// Tells the expiry task that the earliest deadline may have moved.
     reschedule: Notify,
 }
 
 impl TypingService {
-    pub fn new(rooms: Arc<Rooms>, notifier: Arc<Notifier>) -> Arc<Self> {
+    pub fn new(rooms: Arc<Rooms>, notifier: Arc<Notifier>, edus: EduOut) -> Arc<Self> {
         // Zero is what tokens from before epochs existed parse as; never use it.
         let epoch = rand::random::<u32>().max(1);
-        Arc::new(Self { state: Mutex::new(State::new(epoch)), rooms, notifier, reschedule: Notify::new() })
+        Arc::new(Self { state: Mutex::new(State::new(epoch)), rooms, notifier, edus, reschedule: Notify::new() })
     }
 
     /// How far typing has changed, for a sync token.
@@ -187,8 +191,26 @@ impl TypingService {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).mark()
     }
 
-    /// Starts (`Some(timeout)`) or stops (`None`) the user's typing in the room.
+    /// Starts (`Some(timeout)`) or stops (`None`) a local user's typing in the room, and tells
+    /// the other servers in the room (each start renews it there too).
     pub async fn set(&self, room_id: &RoomId, user_id: &UserId, timeout: Option<Duration>) {
+        let changed = self.apply(room_id, user_id, timeout).await;
+        if (changed || timeout.is_some()) && !self.edus.is_remote(user_id) {
+            let content = json!({ "room_id": room_id, "user_id": user_id, "typing": timeout.is_some() });
+            if let Err(e) = self.edus.to_room(room_id, "m.typing", content).await {
+                tracing::warn!(%room_id, error = %e, "could not queue a typing notification for other servers");
+            }
+        }
+    }
+
+    /// A remote user's typing, as their server reported it. It lasts until they stop, or
+    /// [`MAX_TYPING_TIMEOUT`] without renewal, since the EDU carries no timeout.
+    pub async fn set_remote(&self, room_id: &RoomId, user_id: &UserId, typing: bool) {
+        self.apply(room_id, user_id, typing.then_some(MAX_TYPING_TIMEOUT)).await;
+    }
+
+    /// Records the change; returns whether the room's typing users changed.
+    async fn apply(&self, room_id: &RoomId, user_id: &UserId, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|timeout| Instant::now() + timeout.min(MAX_TYPING_TIMEOUT));
         let changed = self.state.lock().unwrap_or_else(PoisonError::into_inner).set(room_id, user_id, deadline);
         if timeout.is_some() {
@@ -197,6 +219,7 @@ impl TypingService {
         if changed {
             self.wake(room_id).await;
         }
+        changed
     }
 
     /// The users typing in the room, if a client at `since` has not seen them (always when

@@ -97,7 +97,22 @@ impl KeyService {
             let rows: Vec<CrossSigningKeyRow> = keys.iter().map(|k| k.row.clone()).collect();
             let pos = self.device_lists.position_for(&[user_id]).await?;
             match self.storage.keys.put_cross_signing_keys(user_id, &rows, check, &pos).await? {
-                CrossSigningWrite::Stored => return Ok(()),
+                CrossSigningWrite::Stored => {
+                    drop(pos);
+                    // The user-signing key is private to the user: it never leaves this server.
+                    let mut content = serde_json::json!({ "user_id": user_id });
+                    for (field, raw) in
+                        [("master_key", &request.master_key), ("self_signing_key", &request.self_signing_key)]
+                    {
+                        if let Some(raw) = raw {
+                            content[field] = serde_json::from_str(raw.json().get())?;
+                        }
+                    }
+                    if content.as_object().is_some_and(|o| o.len() > 1) {
+                        self.edus.to_users_rooms(user_id, "m.signing_key_update", content).await?;
+                    }
+                    return Ok(());
+                }
                 CrossSigningWrite::MasterKeyChanged => {}
             }
             // Someone uploaded a master key in between: look again, which now needs UIA.

@@ -64,7 +64,7 @@ impl Directory {
 
     pub async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<OwnedRoomId> {
         if alias.server_name() != self.config.server_name {
-            return Err(Error::not_found("Room alias not found (this server does not federate yet)"));
+            return Err(Error::not_found("Room alias not found: it is another server's"));
         }
         let (room_id, _) =
             self.storage.rooms.resolve_alias(alias).await?.ok_or_else(|| Error::not_found("Room alias not found"))?;

@@ -283,4 +283,9 @@ impl KeyStore for KeyStoreSql {
             sqlx::query_scalar("SELECT MAX(stream_pos) FROM device_list_changes").fetch_one(self.0.reader()).await?;
         Ok(max.unwrap_or(0))
     }
+
+    async fn record_device_list_change(&self, user_id: &UserId, pos: &StreamPosition) -> StorageResult<()> {
+        sqlx::query(RECORD_CHANGE).bind(user_id.as_str()).bind(pos.get()).execute(self.0.writer()).await?;
+        Ok(())
+    }
 }

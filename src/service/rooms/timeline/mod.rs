@@ -56,6 +56,11 @@ pub struct PushOutcome {
     pub queue: Vec<crate::storage::push::NewQueuedPush>,
 }
 
+/// Federation's outbound queue, told after a commit that events were queued for servers.
+pub trait Outbox: Send + Sync {
+    fn queued(&self, destinations: &[ruma::OwnedServerName]);
+}
+
 /// Push rule evaluation, run in the persist step so its results commit with the event.
 /// Implemented by the push service, which is built after the rooms.
 #[async_trait::async_trait]
@@ -90,6 +95,7 @@ struct Publisher {
     members: Arc<Members>,
     notifier: Arc<Notifier>,
     push: Arc<OnceLock<Arc<dyn PushEvaluator>>>,
+    outbox: Arc<OnceLock<Arc<dyn Outbox>>>,
     latest: Arc<BoundedLru<OwnedRoomId, i64>>,
     latest_generations: Arc<Generations>,
     recent: Arc<recent::Recent>,
@@ -121,6 +127,7 @@ impl Timeline {
             members: Arc::clone(&members),
             notifier,
             push: Arc::new(OnceLock::new()),
+            outbox: Arc::new(OnceLock::new()),
             latest: Arc::new(BoundedLru::new(LATEST_CACHE_ROOMS)),
             latest_generations: Arc::new(Generations::default()),
             recent: Arc::new(recent::Recent::default()),
@@ -146,6 +153,11 @@ impl Timeline {
     /// Connects push rule evaluation; done once, when the services are built.
     pub fn set_push_evaluator(&self, evaluator: Arc<dyn PushEvaluator>) {
         let _ = self.publisher.push.set(evaluator);
+    }
+
+    /// Connects federation's outbound queue; done once.
+    pub fn set_outbox(&self, outbox: Arc<dyn Outbox>) {
+        let _ = self.publisher.outbox.set(outbox);
     }
 
     /// Connects where missing events are fetched from (federation); done once.
