@@ -184,6 +184,16 @@ impl TestServer {
 
     /// Starts a server on an existing database (e.g. to check what survives a restart).
     pub async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_federated_on(db, None, adjust).await
+    }
+
+    /// As [`TestServer::start_on`], with a federation listener already bound (so that its
+    /// address can go into the other servers' configs first).
+    pub async fn start_federated_on(
+        db: TestDb,
+        federation: Option<TcpListener>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         // Server logs go to the test's captured output, shown when a test fails.
         // TEST_LOG overrides the filter, e.g. TEST_LOG=debug for every request.
         let filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,parley=info".to_owned());
@@ -197,9 +207,12 @@ impl TestServer {
         config.rate_limits.per_second = 1000.0;
         config.rate_limits.burst = 1000;
         config.listen.client = addr;
+        if let Some(federation) = &federation {
+            config.federation.listen = Some(federation.local_addr().expect("federation addr"));
+        }
         adjust(&mut config);
         let server_name = config.server_name.to_string();
-        let handle = Server::start(config, listener).await.expect("server starts");
+        let handle = Server::start_with(config, listener, federation).await.expect("server starts");
         Self {
             base: format!("http://{addr}"),
             server_name,

@@ -14,6 +14,8 @@ mod e2ee_to_device;
 mod e2ee_util;
 mod ephemeral;
 mod errors;
+mod fed_harness;
+mod federation;
 mod hostile_input;
 mod push;
 mod real_client;
