@@ -16,6 +16,7 @@ mod ephemeral;
 mod errors;
 mod fed_harness;
 mod federation;
+mod federation_rooms;
 mod hostile_input;
 mod push;
 mod real_client;

@@ -54,7 +54,8 @@ async fn get_presence_handler(
     req: Ruma<get_presence::v3::Request>,
 ) -> RumaResult<get_presence::v3::Response> {
     let target = &req.body.user_id;
-    if services.accounts.get(target).await?.is_none() {
+    // Users of other servers have no account here; sharing a room is what counts for them.
+    if target.server_name() == services.config.server_name && services.accounts.get(target).await?.is_none() {
         return Err(Error::not_found("No such user"));
     }
     if !services.presence.may_see(&req.auth.user_id, target).await? {

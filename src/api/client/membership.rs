@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::{Router, extract::State};
 use ruma::{
-    OwnedRoomId, RoomId, RoomOrAliasId, UserId,
+    OwnedRoomId, OwnedServerName, RoomId, RoomOrAliasId, UserId,
     api::client::{
         knock::knock_room,
         membership::{
@@ -62,11 +62,34 @@ async fn change(
     Ok(())
 }
 
-async fn resolve_room(services: &Services, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
+/// The room an ID or alias names, with servers that may be in it.
+async fn resolve_room(services: &Services, room: &RoomOrAliasId) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
     match <&RoomId>::try_from(room) {
-        Ok(room_id) => Ok(room_id.to_owned()),
-        Err(alias) => Ok(federation::query::resolve_alias(services, alias).await?.0),
+        Ok(room_id) => Ok((room_id.to_owned(), Vec::new())),
+        Err(alias) => federation::query::resolve_alias(services, alias).await,
     }
+}
+
+/// Joins `user` to the room: through another server when this one is not in the room,
+/// else here.
+async fn join(
+    services: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    via: &[OwnedServerName],
+    reason: Option<&str>,
+) -> Result<()> {
+    let mut content = Map::new();
+    for (field, value) in services.accounts.member_profile(user).await? {
+        content.insert(field, value);
+    }
+    if let Some(reason) = reason {
+        content.insert("reason".into(), reason.into());
+    }
+    if federation::membership::join(services, room_id, user, via, content).await? {
+        return Ok(());
+    }
+    change(services, room_id, user, user, "join", reason, Map::new()).await
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/join`
@@ -75,8 +98,7 @@ async fn join_by_id(
     State(services): State<Arc<Services>>,
     req: Ruma<join_room_by_id::v3::Request>,
 ) -> RumaResult<join_room_by_id::v3::Response> {
-    let user = &req.auth.user_id;
-    change(&services, &req.body.room_id, user, user, "join", req.body.reason.as_deref(), Map::new()).await?;
+    join(&services, &req.body.room_id, &req.auth.user_id, &[], req.body.reason.as_deref()).await?;
     Ok(join_room_by_id::v3::Response::new(req.body.room_id.clone()).into())
 }
 
@@ -86,9 +108,9 @@ async fn join_by_id_or_alias(
     State(services): State<Arc<Services>>,
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> RumaResult<join_room_by_id_or_alias::v3::Response> {
-    let room_id = resolve_room(&services, &req.body.room_id_or_alias).await?;
-    let user = &req.auth.user_id;
-    change(&services, &room_id, user, user, "join", req.body.reason.as_deref(), Map::new()).await?;
+    let (room_id, mut servers) = resolve_room(&services, &req.body.room_id_or_alias).await?;
+    servers.splice(0..0, req.body.via.iter().cloned());
+    join(&services, &room_id, &req.auth.user_id, &servers, req.body.reason.as_deref()).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id).into())
 }
 
@@ -185,7 +207,7 @@ async fn knock(
     State(services): State<Arc<Services>>,
     req: Ruma<knock_room::v3::Request>,
 ) -> RumaResult<knock_room::v3::Response> {
-    let room_id = resolve_room(&services, &req.body.room_id_or_alias).await?;
+    let (room_id, _) = resolve_room(&services, &req.body.room_id_or_alias).await?;
     let user = &req.auth.user_id;
     change(&services, &room_id, user, user, "knock", req.body.reason.as_deref(), Map::new()).await?;
     Ok(knock_room::v3::Response::new(room_id).into())

@@ -4,6 +4,7 @@
 mod discovery;
 mod event;
 mod keys;
+mod membership;
 mod query;
 mod send;
 mod user;
@@ -21,5 +22,5 @@ pub fn public_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
 
 /// The federation listener's own endpoints.
 pub fn federation_routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
-    user::routes(query::routes(event::routes(send::routes(router))))
+    user::routes(query::routes(membership::routes(event::routes(send::routes(router)))))
 }

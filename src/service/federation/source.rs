@@ -2,9 +2,10 @@
 //! outbound queue's `Transport` (transactions).
 
 use ruma::{
-    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedTransactionId, RoomId, ServerName, UInt,
+    CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedTransactionId, RoomId, ServerName,
+    UInt,
     api::federation::{
-        event::{get_event, get_missing_events},
+        event::{get_event, get_missing_events, get_room_state_ids},
         transactions::send_transaction_message,
     },
     serde::Raw,
@@ -58,6 +59,18 @@ impl EventSource for Remote {
             .await
             .map_err(|e| Error::internal(format!("get_missing_events from {origin}: {e}")))?;
         Ok(response.events.iter().filter_map(|raw| parse_pdu(raw)).collect())
+    }
+
+    async fn state_ids(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<(Vec<OwnedEventId>, Vec<OwnedEventId>)> {
+        let request = get_room_state_ids::v1::Request::new(event_id.to_owned(), room_id.to_owned());
+        let response =
+            self.0.send(origin, request).await.map_err(|e| Error::internal(format!("state_ids from {origin}: {e}")))?;
+        Ok((response.pdu_ids, response.auth_chain_ids))
     }
 }
 

@@ -117,6 +117,7 @@ impl Timeline {
             txn: txn.map(|t| (sender, t)),
             new_room: None,
             has_successor: false,
+            restart_head: false,
         };
         self.persist(guard, &head, persist).await
     }
@@ -223,6 +224,7 @@ impl Timeline {
                 txn: None,
                 new_room,
                 has_successor: false,
+                restart_head: false,
             };
             self.persist(guard, &head, persist).await?;
         }
@@ -264,7 +266,7 @@ impl Timeline {
 }
 
 /// The PDU for `draft`, without hashes and signatures.
-fn build(
+pub(super) fn build(
     head: &RoomHead,
     room_id: Option<&RoomId>,
     sender: &UserId,

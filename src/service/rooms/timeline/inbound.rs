@@ -63,6 +63,18 @@ pub trait EventSource: Send + Sync {
         latest: &[OwnedEventId],
         limit: u32,
     ) -> Result<Vec<CanonicalJsonObject>>;
+
+    /// The state before `event_id` as `origin` has it, and its auth chain, by event IDs
+    /// (state_ids). Used at a gap: when an event's prev_events cannot be fetched.
+    async fn state_ids(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+    ) -> Result<(Vec<OwnedEventId>, Vec<OwnedEventId>)> {
+        let _ = (origin, room_id, event_id);
+        Err(Error::not_found("This source does not answer state_ids"))
+    }
 }
 
 /// What became of a received event.
@@ -82,7 +94,7 @@ pub enum Received {
 }
 
 impl Received {
-    fn of(pdu: PduRef) -> Self {
+    pub(super) fn of(pdu: PduRef) -> Self {
         match &pdu.placement {
             Placement::Timeline => Self::Accepted(pdu),
             Placement::SoftFailed => Self::SoftFailed(pdu),
@@ -200,6 +212,7 @@ impl Timeline {
             txn: None,
             new_room: Some(crate::storage::NewRoom { room_version: version.as_str(), creator: &creator, created_at }),
             has_successor: false,
+            restart_head: false,
         };
         let received = Received::of(self.persist(&guard, &head, persist).await?);
         tracing::info!(room_id = %head.room_id, %origin, "a room made on another server begins here");
@@ -258,8 +271,16 @@ impl Timeline {
                 tracing::info!(event_id = %pdu.event_id, %origin, %reason, "rejected a PDU");
             }
             let has_successor = self.storage.events.has_successor(&pdu.event_id).await?;
-            let persist =
-                Persist { pdu, before: Some(before), placement, flow, txn: None, new_room: None, has_successor };
+            let persist = Persist {
+                pdu,
+                before: Some(before),
+                placement,
+                flow,
+                txn: None,
+                new_room: None,
+                has_successor,
+                restart_head: false,
+            };
             Ok(Received::of(self.persist(guard, &head, persist).await?))
         })
     }
@@ -300,7 +321,11 @@ impl Timeline {
 
     /// Checks the signatures the spec requires, with keys valid when the event was sent.
     /// An event whose content hash is wrong is redacted, as the spec says, not dropped.
-    async fn verify_signatures(&self, head: &RoomHead, object: CanonicalJsonObject) -> Result<CanonicalJsonObject> {
+    pub(super) async fn verify_signatures(
+        &self,
+        head: &RoomHead,
+        object: CanonicalJsonObject,
+    ) -> Result<CanonicalJsonObject> {
         let rules = &head.rules;
         let servers = required_server_signatures_to_verify_event(&object, &rules.signatures)
             .map_err(|e| Error::forbidden(format!("Cannot verify the PDU: {e}")))?;
@@ -324,7 +349,7 @@ impl Timeline {
     }
 
     /// The event's auth events, fetching the missing ones from `origin` as outliers.
-    async fn auth_events_fetched(
+    pub(super) async fn auth_events_fetched(
         &self,
         guard: &RoomGuard,
         head: &RoomHead,
@@ -377,14 +402,23 @@ impl Timeline {
                         _ => 0,
                     });
                     for object in fetched {
-                        if let Err(e) = self.receive_locked(guard, origin, object, Some(flow), depth + 1).await {
-                            tracing::info!(event_id = %pdu.event_id, error = %e, "could not receive a missing event");
+                        match self.receive_locked(guard, origin, object, Some(flow), depth + 1).await {
+                            // The rest follow it: they would each ask for the same gap again.
+                            Ok(Received::MissingPrevEvents(_)) => break,
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::info!(event_id = %pdu.event_id, error = %e, "could not receive a missing event");
+                            }
                         }
                     }
                 }
                 Err(e) => tracing::info!(event_id = %pdu.event_id, error = %e, "could not fetch missing events"),
             }
             prevs = self.in_graph(&pdu.prev_events).await?;
+        }
+        if prevs.len() < pdu.prev_events.len() && depth == 0 && flow == Flow::Live {
+            // A gap that get_missing_events could not close: ask for the state there.
+            return self.state_at_gap(guard, head, pdu, origin, &prevs).await;
         }
         if prevs.len() < pdu.prev_events.len() || prevs.is_empty() {
             return Ok(None);
@@ -404,6 +438,83 @@ impl Timeline {
         Ok(Some(StateBefore { map, base }))
     }
 
+    /// The state before an event some of whose prev_events are missing for good: for each
+    /// missing one, the state before it (state_ids from `origin`), plus itself when it is a
+    /// state event; the events among them this server lacks are fetched and stored as
+    /// outliers (checked like any). With the states after the prev_events that are here, they
+    /// resolve to the state before the event. `None` when `origin` cannot say.
+    async fn state_at_gap(
+        &self,
+        guard: &RoomGuard,
+        head: &RoomHead,
+        pdu: &Pdu,
+        origin: &ServerName,
+        known: &[(OwnedEventId, i64)],
+    ) -> Result<Option<StateBefore>> {
+        let Some(source) = self.source.get() else { return Ok(None) };
+        let mut maps = Vec::with_capacity(pdu.prev_events.len());
+        for (_, group) in known {
+            maps.push(Arc::clone(&self.state.group_base(*group).await?.map));
+        }
+        let room_id = guard.room_id();
+        for prev in pdu.prev_events.iter().filter(|id| !known.iter().any(|(k, _)| k == *id)) {
+            let (state, auth_chain) = match source.state_ids(origin, room_id, prev).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::info!(event_id = %pdu.event_id, %prev, error = %e, "no state at a gap");
+                    return Ok(None);
+                }
+            };
+            let mut wanted: Vec<OwnedEventId> = auth_chain.into_iter().chain(state.iter().cloned()).collect();
+            wanted.push(prev.clone());
+            let have: std::collections::HashSet<OwnedEventId> =
+                self.events.pdus(&wanted).await?.into_iter().map(|p| p.event_id.clone()).collect();
+            let mut missing: Vec<OwnedEventId> = wanted.into_iter().filter(|id| !have.contains(id)).collect();
+            missing.sort();
+            missing.dedup();
+            if !missing.is_empty() {
+                let mut fetched = source.fetch_events(origin, room_id, &missing).await?;
+                fetched.sort_by_key(|object| match object.get("depth") {
+                    Some(CanonicalJsonValue::Integer(depth)) => i64::from(*depth),
+                    _ => 0,
+                });
+                for object in fetched {
+                    if let Err(e) = self.receive_locked(guard, origin, object, None, 1).await {
+                        tracing::info!(event_id = %pdu.event_id, error = %e, "a state event at a gap was refused");
+                    }
+                }
+            }
+            let mut ids = state;
+            ids.push(prev.clone());
+            let mut map = crate::service::rooms::state::StateMap::new();
+            let mut prev_state = None;
+            for event in self.events.pdus(&ids).await? {
+                let Some(key) = event.state_key.clone() else { continue };
+                if matches!(event.placement, Placement::Rejected(_)) {
+                    continue;
+                }
+                let entry = ((event.event_type.to_string(), key), event.event_id.clone());
+                if event.event_id == *prev {
+                    prev_state = Some(entry);
+                } else {
+                    map.insert(entry.0, entry.1);
+                }
+            }
+            // The state after the prev_event: before it, plus itself.
+            if let Some((key, id)) = prev_state {
+                map.insert(key, id);
+            }
+            maps.push(Arc::new(map));
+        }
+        let map = if maps.len() == 1 {
+            Arc::clone(&maps[0])
+        } else {
+            Arc::new(self.state.resolve(&head.rules, &maps).await?)
+        };
+        tracing::info!(event_id = %pdu.event_id, %origin, "filled a gap in the room's graph with the state there");
+        Ok(Some(StateBefore { map, base: None }))
+    }
+
     /// Those of `ids` whose place in the graph is known, with the state group after each.
     async fn in_graph(&self, ids: &[OwnedEventId]) -> Result<Vec<(OwnedEventId, i64)>> {
         let mut found: Vec<(OwnedEventId, i64)> = self
@@ -421,5 +532,14 @@ impl Timeline {
 
 /// The persist request for an outlier.
 fn outlier(pdu: Pdu, placement: Placement) -> Persist<'static> {
-    Persist { pdu, before: None, placement, flow: Flow::Live, txn: None, new_room: None, has_successor: false }
+    Persist {
+        pdu,
+        before: None,
+        placement,
+        flow: Flow::Live,
+        txn: None,
+        new_room: None,
+        has_successor: false,
+        restart_head: false,
+    }
 }

@@ -20,6 +20,7 @@ mod inbound;
 pub mod membership;
 mod persist;
 mod recent;
+mod remote_membership;
 mod send;
 
 use std::{

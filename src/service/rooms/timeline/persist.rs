@@ -78,6 +78,10 @@ pub(super) struct Persist<'a> {
     pub new_room: Option<NewRoom<'a>>,
     /// Whether an event already in the graph follows this one (then it is no extremity).
     pub has_successor: bool,
+    /// The event's prev_events are not here, and will never be: it starts this server's view
+    /// of the graph (a join to a room through another server), so it becomes the only forward
+    /// extremity, with the state given for it.
+    pub restart_head: bool,
 }
 
 /// How the head moves with a live event.
@@ -125,7 +129,7 @@ fn push_plan(groups: &mut Vec<NewGroup>, plan: GroupPlan) -> GroupRef {
 impl Timeline {
     /// Persists a checked event with everything it changes; see the module comment.
     pub(super) async fn persist(&self, guard: &RoomGuard, head: &Arc<RoomHead>, req: Persist<'_>) -> Result<PduRef> {
-        let Persist { pdu, before, placement, flow, txn, new_room, has_successor } = req;
+        let Persist { pdu, before, placement, flow, txn, new_room, has_successor, restart_head } = req;
         let accepted = placement == Placement::Timeline;
         let mut groups = Vec::new();
         let mut after = None;
@@ -148,7 +152,9 @@ impl Timeline {
             }
         };
         let next = match (&after, accepted && flow == Flow::Live) {
-            (Some(after), true) => Some(self.plan_head(head, &pdu, after, has_successor, &mut groups).await?),
+            (Some(after), true) => {
+                Some(self.plan_head(head, &pdu, after, (has_successor, restart_head), &mut groups).await?)
+            }
             _ => None,
         };
 
@@ -229,11 +235,15 @@ impl Timeline {
         head: &RoomHead,
         pdu: &Pdu,
         (group, chain_len, after): &(GroupRef, i32, Arc<StateMap>),
-        has_successor: bool,
+        (has_successor, restart_head): (bool, bool),
         groups: &mut Vec<NewGroup>,
     ) -> Result<HeadNext> {
         let own = (!has_successor).then(|| (pdu.event_id.clone(), pdu.depth_i64()));
-        let extremities = state::extremities(&head.extremities, &pdu.prev_events, own);
+        let extremities = if restart_head {
+            own.into_iter().collect()
+        } else {
+            state::extremities(&head.extremities, &pdu.prev_events, own)
+        };
         let (state, current, current_len) = if extremities.len() == 1 && extremities[0].0 == pdu.event_id {
             (Arc::clone(after), *group, *chain_len)
         } else {
@@ -423,8 +433,27 @@ impl Publisher {
             GroupRef::Stored(id) => Ok(id),
             GroupRef::New(i) => written.get(i).copied().ok_or_else(|| Error::internal("state group not written")),
         };
-        let Plan { head, pdu, placement, state_group, next, unsigned, redaction, new_room, push, wake, guard, .. } =
-            plan;
+        let Plan {
+            head,
+            pdu,
+            placement,
+            state_group,
+            next,
+            unsigned,
+            redaction,
+            new_room,
+            push,
+            wake,
+            guard,
+            outbox,
+            ..
+        } = plan;
+        // The queue rows are committed: the destinations' workers may send them now.
+        if !outbox.is_empty()
+            && let Some(queue) = self.outbox.get()
+        {
+            queue.queued(&outbox);
+        }
         let pdu = Arc::new(Pdu {
             stream_pos: stream_pos.unwrap_or(0),
             state_group: state_group.map(group_id).transpose()?,

@@ -1,0 +1,43 @@
+//! Joining a room this server is in, for users of other servers.
+
+use std::sync::Arc;
+
+use axum::{Router, extract::State};
+use ruma::api::federation::membership::{create_join_event, prepare_join_event};
+
+use crate::{
+    api::{
+        extract::{Ruma, RumaResult},
+        router::RumaRouter as _,
+    },
+    service::{Services, federation::membership},
+};
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router.ruma(make_join).ruma(send_join)
+}
+
+/// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`
+/// <https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1make_joinroomiduserid>
+async fn make_join(
+    State(services): State<Arc<Services>>,
+    req: Ruma<prepare_join_event::v1::Request>,
+) -> RumaResult<prepare_join_event::v1::Response> {
+    let body = &req.body;
+    let (version, event) =
+        membership::answer_make(&services, &req.auth.0, &body.room_id, &body.user_id, "join", Some(&body.ver)).await?;
+    let mut response = prepare_join_event::v1::Response::new(event);
+    response.room_version = Some(version);
+    Ok(response.into())
+}
+
+/// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`
+/// <https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv2send_joinroomideventid>
+async fn send_join(
+    State(services): State<Arc<Services>>,
+    req: Ruma<create_join_event::v2::Request>,
+) -> RumaResult<create_join_event::v2::Response> {
+    let body = &req.body;
+    let state = membership::answer_send_join(&services, &req.auth.0, &body.room_id, &body.event_id, &body.pdu).await?;
+    Ok(create_join_event::v2::Response::new(state).into())
+}
