@@ -73,6 +73,10 @@ pub trait FederationStore: Send + Sync {
     /// The attempt failed: count it and wait until `next_attempt_at` (ms).
     async fn txn_failed(&self, destination: &ServerName, next_attempt_at: i64) -> StorageResult<()>;
 
+    /// Ends the destination's wait (it showed it is up): the next attempt is now. Its failure
+    /// count stays, so a long backlog is still caught up.
+    async fn retry_now(&self, destination: &ServerName) -> StorageResult<()>;
+
     /// How many entries are queued for the destination.
     async fn backlog(&self, destination: &ServerName) -> StorageResult<i64>;
 

@@ -24,6 +24,7 @@ both_backends!(
     remote_device_keys_are_queried_and_claimed,
     to_device_messages_cross_three_servers,
     the_queue_survives_restarts_of_sender_and_receiver,
+    a_destination_that_calls_back_is_retried_at_once,
 );
 
 fn name(peers: &Peers, i: usize) -> String {
@@ -250,5 +251,38 @@ async fn the_queue_survives_restarts_of_sender_and_receiver(backend: Backend) {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["content"]["n"], 1);
     assert_eq!(events[0]["sender"], bob.user_id.as_str());
+    peers.finish().await;
+}
+
+/// hs2's queue to hs1 is backing off (set to an hour here) when hs1 comes back; the first
+/// signed request hs1 makes to hs2 shows it is up, and hs2 sends at once.
+async fn a_destination_that_calls_back_is_retried_at_once(backend: Backend) {
+    let Some(mut peers) = Peers::spawn(backend, 2).await else { return };
+    let alice = peers.get(0).register("alice").await;
+    let bob = peers.get(1).register("bob").await;
+    send_to_device(peers.get(1), &bob, "warm", json!({&alice.user_id: {"*": {"n": 0}}})).await;
+    assert_eq!(to_device_of(peers.get(0), &alice, 30).await.len(), 1);
+
+    let hs1_db = peers.stop(0).await;
+    send_to_device(peers.get(1), &bob, "while-down", json!({&alice.user_id: {"*": {"n": 1}}})).await;
+    let hs2_storage = peers.get(1).services().storage.clone();
+    let hs1_name = peers.names[0].clone();
+    eventually(30, "a failed attempt", || {
+        let storage = hs2_storage.clone();
+        let name = hs1_name.clone();
+        async move { (storage.federation.backoff(&name).await.expect("backoff").failures > 0).then_some(()) }
+    })
+    .await;
+    let in_an_hour =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() + 3_600_000;
+    let hs2_db = peers.get(1).db.as_ref().expect("db");
+    hs2_db.execute(&format!("UPDATE federation_destinations SET next_attempt_at = {in_an_hour}")).await;
+    peers.start(0, hs1_db).await;
+
+    // hs1 speaks to hs2 (a to-device message of its own), and hs2 retries its queue.
+    send_to_device(peers.get(0), &alice, "hello", json!({&bob.user_id: {"*": {"n": 2}}})).await;
+    let events = to_device_of(peers.get(0), &alice, 30).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["content"]["n"], 1);
     peers.finish().await;
 }

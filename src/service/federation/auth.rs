@@ -29,5 +29,8 @@ pub async fn verify_request(request: &http::Request<&[u8]>, services: &Services)
     header
         .verify_http_request(request, me, &map)
         .map_err(|e| Error::unauthorized(format!("The request's signature does not verify: {e}")))?;
+    if let Some(federation) = &services.federation {
+        federation.sender.server_up(&header.origin);
+    }
     Ok(header.origin)
 }

@@ -65,6 +65,9 @@ pub struct Sender {
     /// One wake-up per destination with a running worker. Bounded by the destinations that
     /// have work: a worker ends, and leaves the map, when its queue is empty.
     workers: std::sync::Mutex<HashMap<OwnedServerName, Arc<Notify>>>,
+    /// Destinations whose last attempt failed: a request from one of them shows it is up
+    /// again. Bounded like the queues: an entry leaves when a transaction gets through.
+    down: std::sync::Mutex<std::collections::HashSet<OwnedServerName>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -76,7 +79,15 @@ impl Sender {
         transport: Arc<dyn Transport>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
-        Arc::new(Self { origin, storage, events, transport, workers: std::sync::Mutex::default(), shutdown })
+        Arc::new(Self {
+            origin,
+            storage,
+            events,
+            transport,
+            workers: std::sync::Mutex::default(),
+            down: std::sync::Mutex::default(),
+            shutdown,
+        })
     }
 
     /// Resumes the queues that have work (after a start).
@@ -98,6 +109,31 @@ impl Sender {
             self.wake(destination);
         }
         Ok(())
+    }
+
+    /// `server` just sent this server a signed request: if its queue was waiting out a
+    /// failure, it retries now rather than at the end of its backoff (which may be an hour).
+    pub fn server_up(self: &Arc<Self>, server: &ServerName) {
+        if !self.down.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(server) {
+            return;
+        }
+        let this = Arc::clone(self);
+        let server = server.to_owned();
+        tokio::spawn(async move {
+            match this.storage.federation.retry_now(&server).await {
+                Ok(()) => this.wake(&server),
+                Err(e) => tracing::warn!(destination = %server, error = %e, "federation queue"),
+            }
+        });
+    }
+
+    fn mark_down(&self, destination: &ServerName, down: bool) {
+        let mut set = self.down.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if down {
+            set.insert(destination.to_owned());
+        } else {
+            set.remove(destination);
+        }
     }
 
     /// Wakes the destination's worker, starting one if none runs.
@@ -167,6 +203,8 @@ impl Sender {
         let backoff = federation.backoff(destination).await?;
         let now = now_ms();
         if backoff.next_attempt_at > now {
+            // After a restart, the failure is known only from the database.
+            self.mark_down(destination, true);
             return Ok(Step::Wait(Duration::from_millis(u64::try_from(backoff.next_attempt_at - now).unwrap_or(0))));
         }
         if backoff.failures > 0 && federation.backlog(destination).await? > CATCH_UP_ABOVE {
@@ -177,6 +215,7 @@ impl Sender {
         let (pdus, edus) = self.contents(&txn).await?;
         match self.transport.send_transaction(destination, &txn.txn_id, pdus, edus).await {
             Delivery::Accepted => {
+                self.mark_down(destination, false);
                 federation.txn_sent(destination, &txn.txn_id, now_ms()).await?;
                 Ok(Step::Sent)
             }
@@ -189,6 +228,7 @@ impl Sender {
                 let wait = backoff_after(backoff.failures + 1);
                 tracing::info!(%destination, %reason, retry_in_ms = wait, "federation transaction failed");
                 federation.txn_failed(destination, now_ms() + wait).await?;
+                self.mark_down(destination, true);
                 Ok(Step::Wait(Duration::from_millis(u64::try_from(wait).unwrap_or(0))))
             }
         }

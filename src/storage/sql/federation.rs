@@ -175,6 +175,14 @@ impl FederationStore for FederationStoreSql {
         Ok(())
     }
 
+    async fn retry_now(&self, destination: &ServerName) -> StorageResult<()> {
+        sqlx::query("UPDATE federation_destinations SET next_attempt_at = 0 WHERE destination = $1")
+            .bind(destination.as_str())
+            .execute(self.0.writer())
+            .await?;
+        Ok(())
+    }
+
     async fn backlog(&self, destination: &ServerName) -> StorageResult<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM federation_outbox WHERE destination = $1")
             .bind(destination.as_str())
