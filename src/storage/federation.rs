@@ -6,7 +6,7 @@
 //! as it is (same ID, same entries) until the destination answers.
 
 use async_trait::async_trait;
-use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, ServerName};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
 
 use super::StorageResult;
 
@@ -35,8 +35,36 @@ pub struct Backoff {
     pub next_attempt_at: i64,
 }
 
+/// An invite from another server to a room this server does not have.
+#[derive(Clone, Debug)]
+pub struct RemoteInvite {
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
+    pub event_id: OwnedEventId,
+    /// The invite event, signed by both servers.
+    pub event_json: String,
+    /// The stripped state the inviting server sent, a JSON array.
+    pub invite_state: String,
+    /// `invite`, or `leave` once rejected here.
+    pub membership: String,
+    pub stream_pos: i64,
+}
+
 #[async_trait]
 pub trait FederationStore: Send + Sync {
+    /// Stores an invite to a room this server does not have, and the invitee's membership
+    /// (`invite`, at the invite's stream position), in one transaction.
+    async fn store_remote_invite(&self, invite: &RemoteInvite) -> StorageResult<()>;
+
+    /// The invite to `room_id` for `user_id`, if another server sent one.
+    async fn remote_invite(&self, room_id: &RoomId, user_id: &UserId) -> StorageResult<Option<RemoteInvite>>;
+
+    /// Marks the invite rejected here, and the invitee's membership `leave`, at `stream_pos`.
+    async fn reject_remote_invite(&self, room_id: &RoomId, user_id: &UserId, stream_pos: i64) -> StorageResult<()>;
+
+    /// The latest stream position of a remote invite or its rejection.
+    async fn max_stream_pos(&self) -> StorageResult<i64>;
+
     /// The answer given to a transaction already received, if any.
     async fn inbound_txn(&self, origin: &ServerName, txn_id: &str) -> StorageResult<Option<String>>;
 

@@ -134,6 +134,7 @@ impl Storage {
             self.presence.max_stream_pos().await?,
             self.keys.max_stream_pos().await?,
             self.to_device.max_stream_pos().await?,
+            self.federation.max_stream_pos().await?,
         ];
         Ok(positions.into_iter().max().unwrap_or(0))
     }

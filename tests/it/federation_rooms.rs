@@ -18,6 +18,8 @@ both_backends!(
     typing_receipts_presence_and_device_lists_cross_servers,
     a_server_denied_by_the_acl_is_refused,
     a_gap_too_long_to_fetch_is_filled_with_the_state_there,
+    a_direct_chat_across_servers_starts_with_an_invite,
+    an_invite_from_another_server_can_be_rejected,
 );
 
 /// Joins `user` to `room` (an ID or alias) through the client API.
@@ -290,5 +292,79 @@ async fn a_gap_too_long_to_fetch_is_filled_with_the_state_there(backend: Backend
         bodies(&events).contains(&"bob after the gap".to_owned()).then_some(())
     })
     .await;
+    peers.finish().await;
+}
+
+/// The invites in `user`'s initial sync, by room.
+async fn invites(s: &TestServer, user: &TestUser) -> serde_json::Map<String, Value> {
+    sync(s, user, "timeout=0").await["rooms"]["invite"].as_object().cloned().unwrap_or_default()
+}
+
+/// alice on hs1 opens a DM with bob on hs2: hs2 signs the invite, bob's sync shows it with
+/// the room's name and alice's invite; bob accepts (a join through hs1) and they talk.
+async fn a_direct_chat_across_servers_starts_with_an_invite(backend: Backend) {
+    let Some(peers) = Peers::spawn(backend, 2).await else { return };
+    let (hs1, hs2) = (peers.get(0), peers.get(1));
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let room_id = create_room(
+        hs1,
+        &alice,
+        json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id], "name": "Alice and Bob"}),
+    )
+    .await;
+    // hs1 stored the invite with hs2's signature on it.
+    let (status, member) =
+        hs1.get(&room_path(&room_id, &format!("state/m.room.member/{}", enc(&bob.user_id))), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{member}");
+    assert_eq!(member["membership"], "invite");
+    assert_eq!(member["is_direct"], true);
+
+    let invite = eventually(30, "bob's invite", || async { invites(hs2, &bob).await.remove(&room_id) }).await;
+    let state = invite["invite_state"]["events"].as_array().cloned().unwrap_or_default();
+    let name = state.iter().find(|e| e["type"] == "m.room.name").expect("the room's name");
+    assert_eq!(name["content"]["name"], "Alice and Bob");
+    let own = state
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str())
+        .expect("bob's invite in the invite state");
+    assert_eq!(own["sender"], alice.user_id.as_str());
+    assert_eq!(own["content"]["membership"], "invite");
+
+    // Accepting: no `via` needed, the invite says where the room is.
+    let (status, body) =
+        hs2.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room_id)), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(invites(hs2, &bob).await.is_empty(), "the invite is gone once accepted");
+    send_text(hs1, &alice, &room_id, "hi bob").await;
+    wait_for_bodies(hs2, &bob, &room_id, &["hi bob"]).await;
+    send_text(hs2, &bob, &room_id, "hi alice").await;
+    wait_for_bodies(hs1, &alice, &room_id, &["hi bob", "hi alice"]).await;
+    peers.finish().await;
+}
+
+/// bob rejects an invite from hs1 to a room hs2 does not have: the invite goes, and his
+/// sync shows the room as left; joining is no longer offered by the invite.
+async fn an_invite_from_another_server_can_be_rejected(backend: Backend) {
+    let Some(peers) = Peers::spawn(backend, 2).await else { return };
+    let (hs1, hs2) = (peers.get(0), peers.get(1));
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let room_id = create_room(hs1, &alice, json!({"preset": "private_chat", "invite": [bob.user_id]})).await;
+    let since = eventually(30, "bob's invite", || async {
+        let resp = sync(hs2, &bob, "timeout=0").await;
+        resp["rooms"]["invite"][&room_id]
+            .is_object()
+            .then(|| resp["next_batch"].as_str().expect("next_batch").to_owned())
+    })
+    .await;
+    let (status, body) = hs2.post(&room_path(&room_id, "leave"), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let resp = sync(hs2, &bob, &format!("since={since}&timeout=0")).await;
+    assert!(resp["rooms"]["leave"][&room_id].is_object(), "the rejected invite is left: {resp}");
+    assert!(invites(hs2, &bob).await.is_empty());
+    // Rejecting twice is refused: there is nothing to reject.
+    let result = hs2.post(&room_path(&room_id, "leave"), Some(&bob.token), json!({})).await;
+    assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     peers.finish().await;
 }

@@ -139,6 +139,10 @@ async fn leave(
     req: Ruma<leave_room::v3::Request>,
 ) -> RumaResult<leave_room::v3::Response> {
     let user = &req.auth.user_id;
+    // An invite from another server to a room this server does not have is rejected here.
+    if federation::invite::reject_locally(&services, &req.body.room_id, user).await? {
+        return Ok(leave_room::v3::Response::new().into());
+    }
     if services.rooms.members.membership(&req.body.room_id, user).await?.is_none_or(|m| m.membership == "leave") {
         return Err(Error::forbidden("You are not in this room"));
     }

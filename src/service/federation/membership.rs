@@ -267,7 +267,10 @@ pub async fn join(
     if services.federation.is_none() || servers.contains(me) || (known && servers.is_empty()) {
         return Ok(false);
     }
-    let mut candidates: Vec<OwnedServerName> = via.to_vec();
+    // The server that invited the user is in the room: ask it first.
+    let mut candidates: Vec<OwnedServerName> =
+        super::invite::inviting_server(services, room_id, user_id).await?.into_iter().collect();
+    candidates.extend(via.iter().cloned());
     candidates.extend(room_id.server_name().map(ToOwned::to_owned));
     candidates.extend(servers);
     join_remote(services, room_id, user_id, &candidates, content).await?;

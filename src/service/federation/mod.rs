@@ -17,6 +17,7 @@ pub mod acl;
 pub mod auth;
 mod edu;
 pub mod history;
+pub mod invite;
 pub mod membership;
 pub mod query;
 pub mod sender;

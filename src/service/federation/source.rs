@@ -2,10 +2,11 @@
 //! outbound queue's `Transport` (transactions).
 
 use ruma::{
-    CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedTransactionId, RoomId, ServerName,
-    UInt,
+    CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedTransactionId, RoomId, RoomVersionId,
+    ServerName, UInt,
     api::federation::{
         event::{get_event, get_missing_events, get_room_state_ids},
+        membership::create_invite,
         transactions::send_transaction_message,
     },
     serde::Raw,
@@ -71,6 +72,35 @@ impl EventSource for Remote {
         let response =
             self.0.send(origin, request).await.map_err(|e| Error::internal(format!("state_ids from {origin}: {e}")))?;
         Ok((response.pdu_ids, response.auth_chain_ids))
+    }
+
+    async fn send_invite(
+        &self,
+        destination: &ServerName,
+        version: &RoomVersionId,
+        event_id: &EventId,
+        event: CanonicalJsonObject,
+        invite_room_state: Vec<Box<RawValue>>,
+    ) -> Result<CanonicalJsonObject> {
+        let room_id = match event.get("room_id") {
+            Some(ruma::CanonicalJsonValue::String(room_id)) => {
+                ruma::OwnedRoomId::try_from(room_id.as_str()).map_err(|e| Error::bad_json(e.to_string()))?
+            }
+            _ => return Err(Error::bad_json("The invite has no room ID")),
+        };
+        let raw = RawValue::from_string(serde_json::to_string(&event)?)?;
+        let state =
+            invite_room_state.into_iter().map(ruma::api::federation::membership::RawStrippedState::Pdu).collect();
+        let request = create_invite::v2::Request::new(room_id, event_id.to_owned(), version.clone(), raw, state);
+        let response = self.0.send(destination, request).await.map_err(|e| match e.status() {
+            Some(http::StatusCode::FORBIDDEN) => Error::forbidden(format!("{destination} refused the invite: {e}")),
+            _ => Error::matrix(
+                ruma::api::error::ErrorKind::Unknown,
+                format!("Could not reach {destination} to invite: {e}"),
+            ),
+        })?;
+        serde_json::from_str(response.event.get())
+            .map_err(|e| Error::bad_json(format!("{destination} answered the invite with an invalid event: {e}")))
     }
 }
 

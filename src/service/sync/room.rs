@@ -32,16 +32,6 @@ use crate::{
 
 /// Timeline events per room when the filter does not say.
 const DEFAULT_TIMELINE_LIMIT: u32 = 10;
-/// State event types shown to invitees and knockers, as the spec recommends.
-const STRIPPED_TYPES: &[&str] = &[
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-];
 /// How many heroes a room summary names.
 const HEROES: usize = 5;
 
@@ -112,6 +102,12 @@ impl RoomBuilder<'_> {
 
     /// A room the user left (or was removed from): the timeline up to the leave event.
     pub async fn left(&self, membership: &Membership, room_data: &[&AccountDataEntry]) -> Result<Option<LeftRoom>> {
+        if self.rooms.state.head(&membership.room_id).await?.is_none() {
+            // An invite from another server, rejected here: the room was never here.
+            let mut room = LeftRoom::new();
+            room.account_data = self.room_account_data(room_data)?;
+            return Ok(Some(room));
+        }
         let since = self.since();
         let section = self.section(membership, since, membership.stream_pos.min(self.upto), since.is_none()).await?;
         let mut room = LeftRoom::new();
@@ -124,7 +120,10 @@ impl RoomBuilder<'_> {
     pub async fn invited(&self, membership: &Membership) -> Result<InvitedRoom> {
         let mut room = InvitedRoom::new();
         let mut state = InviteState::new();
-        state.events = self.stripped_state(membership).await?;
+        state.events = match self.remote_invite(membership).await? {
+            Some(events) => events,
+            None => self.stripped_state(membership).await?,
+        };
         room.invite_state = state;
         Ok(room)
     }
@@ -349,9 +348,34 @@ impl RoomBuilder<'_> {
 
     /// What an invitee or knocker may see of a room: a few state events, stripped to
     /// `type`, `state_key`, `sender` and `content`, plus their own member event.
+    /// The stripped state another server sent with its invite to a room this server does
+    /// not have, and the invite itself.
+    async fn remote_invite<T>(&self, membership: &Membership) -> Result<Option<Vec<Raw<T>>>> {
+        if self.rooms.state.head(&membership.room_id).await?.is_some() {
+            return Ok(None);
+        }
+        let Some(invite) = self.storage.federation.remote_invite(&membership.room_id, self.user()).await? else {
+            return Ok(None);
+        };
+        let mut events: Vec<Raw<T>> = serde_json::from_str::<Vec<Box<RawValue>>>(&invite.invite_state)
+            .unwrap_or_default()
+            .into_iter()
+            .map(Raw::from_json)
+            .collect();
+        let own: JsonValue = serde_json::from_str(&invite.event_json)?;
+        let stripped = serde_json::json!({
+            "type": own["type"],
+            "state_key": own["state_key"],
+            "sender": own["sender"],
+            "content": own["content"],
+        });
+        events.push(Raw::from_json(serde_json::value::to_raw_value(&stripped)?));
+        Ok(Some(events))
+    }
+
     async fn stripped_state<T>(&self, membership: &Membership) -> Result<Vec<Raw<T>>> {
         let mut events = Vec::new();
-        for event_type in STRIPPED_TYPES {
+        for event_type in crate::service::rooms::timeline::STRIPPED_TYPES {
             if let Some(pdu) = self.rooms.state.current_state_event(&membership.room_id, event_type, "").await? {
                 events.push(pdu);
             }

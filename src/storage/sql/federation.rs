@@ -1,13 +1,13 @@
 //! `FederationStore` for both backends: one body, compiled once against each backend's `Db`.
 
 use async_trait::async_trait;
-use ruma::{OwnedServerName, ServerName};
+use ruma::{OwnedServerName, RoomId, ServerName, UserId};
 use sqlx::{AssertSqlSafe, QueryBuilder};
 
 use super::{Db, Pools};
 use crate::storage::{
     StorageResult,
-    federation::{Backoff, FederationStore, OutboundTxn, OutboxRow, cut, outbox_entry},
+    federation::{Backoff, FederationStore, OutboundTxn, OutboxRow, RemoteInvite, cut, outbox_entry},
 };
 
 pub(super) struct FederationStoreSql(pub Pools);
@@ -21,6 +21,87 @@ const ENTRY_COLUMNS: &str = "id, room_id, event_id, edu";
 
 #[async_trait]
 impl FederationStore for FederationStoreSql {
+    async fn store_remote_invite(&self, invite: &RemoteInvite) -> StorageResult<()> {
+        let mut tx = self.0.writer().begin().await?;
+        sqlx::query(
+            "INSERT INTO remote_invites (room_id, user_id, event_id, event_json, invite_state, membership, stream_pos) \
+             VALUES ($1, $2, $3, $4, $5, 'invite', $6) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+             event_id = excluded.event_id, event_json = excluded.event_json, invite_state = excluded.invite_state, \
+             membership = 'invite', stream_pos = excluded.stream_pos",
+        )
+        .bind(invite.room_id.as_str())
+        .bind(invite.user_id.as_str())
+        .bind(invite.event_id.as_str())
+        .bind(&invite.event_json)
+        .bind(&invite.invite_state)
+        .bind(invite.stream_pos)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_pos, forgotten) \
+             VALUES ($1, $2, 'invite', $3, $4, FALSE) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+             membership = 'invite', event_id = excluded.event_id, stream_pos = excluded.stream_pos, forgotten = FALSE",
+        )
+        .bind(invite.room_id.as_str())
+        .bind(invite.user_id.as_str())
+        .bind(invite.event_id.as_str())
+        .bind(invite.stream_pos)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remote_invite(&self, room_id: &RoomId, user_id: &UserId) -> StorageResult<Option<RemoteInvite>> {
+        let row: Option<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT event_id, event_json, invite_state, membership, stream_pos FROM remote_invites \
+             WHERE room_id = $1 AND user_id = $2",
+        )
+        .bind(room_id.as_str())
+        .bind(user_id.as_str())
+        .fetch_optional(self.0.reader())
+        .await?;
+        let Some((event_id, event_json, invite_state, membership, stream_pos)) = row else { return Ok(None) };
+        Ok(Some(RemoteInvite {
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+            event_id: event_id.try_into().map_err(anyhow::Error::from)?,
+            event_json,
+            invite_state,
+            membership,
+            stream_pos,
+        }))
+    }
+
+    async fn reject_remote_invite(&self, room_id: &RoomId, user_id: &UserId, stream_pos: i64) -> StorageResult<()> {
+        let mut tx = self.0.writer().begin().await?;
+        sqlx::query(
+            "UPDATE remote_invites SET membership = 'leave', stream_pos = $3 WHERE room_id = $1 AND user_id = $2",
+        )
+        .bind(room_id.as_str())
+        .bind(user_id.as_str())
+        .bind(stream_pos)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE memberships SET membership = 'leave', stream_pos = $3 \
+             WHERE room_id = $1 AND user_id = $2 AND membership = 'invite'",
+        )
+        .bind(room_id.as_str())
+        .bind(user_id.as_str())
+        .bind(stream_pos)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn max_stream_pos(&self) -> StorageResult<i64> {
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(stream_pos) FROM remote_invites").fetch_one(self.0.reader()).await?;
+        Ok(max.unwrap_or(0))
+    }
+
     async fn inbound_txn(&self, origin: &ServerName, txn_id: &str) -> StorageResult<Option<String>> {
         Ok(sqlx::query_scalar("SELECT response FROM federation_inbound_txns WHERE origin = $1 AND txn_id = $2")
             .bind(origin.as_str())

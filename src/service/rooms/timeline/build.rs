@@ -234,7 +234,7 @@ impl Timeline {
     /// Runs the room version's authorization rules against the event's auth events and the
     /// current state, which under the lock is the state before it. A local event that fails
     /// is refused: nothing is stored.
-    async fn authorize_local(&self, head: &RoomHead, pdu: &Pdu) -> Result<()> {
+    pub(super) async fn authorize_local(&self, head: &RoomHead, pdu: &Pdu) -> Result<()> {
         let forbidden = |reason: String| Error::forbidden(format!("Event not allowed: {reason}"));
         let auth = self.auth_events_of(head, pdu).await?;
         check_with_auth_events(&head.rules, pdu, &auth).map_err(forbidden)?;

@@ -57,12 +57,10 @@ impl Timeline {
                 "Room alias already taken",
             ));
         }
-        if let Some(user) = req.invite.iter().find(|u| u.server_name() != self.config.server_name) {
-            return Err(Error::new(
-                http::StatusCode::BAD_REQUEST,
-                ruma::api::error::ErrorKind::Unrecognized,
-                format!("Cannot invite {user}: this server does not federate yet"),
-            ));
+        // Users of other servers are invited once the room exists: their servers must sign
+        // their invites (and, refusing, cannot stop the room being made).
+        if req.invite.iter().any(|u| u.server_name() != self.config.server_name) && self.source.get().is_none() {
+            return Err(Error::forbidden("This server does not federate: it cannot invite users of other servers"));
         }
         let rules = crate::service::rooms::RoomHead::rules_for(&req.version)?;
 
@@ -94,6 +92,21 @@ impl Timeline {
         drop(guard);
         if req.publish {
             self.storage.rooms.set_public(&room_id, true).await?;
+        }
+        for invitee in req.invite.iter().filter(|u| u.server_name() != self.config.server_name) {
+            let mut content = Map::new();
+            if req.is_direct {
+                content.insert("is_direct".into(), true.into());
+            }
+            let change = super::membership::MembershipChange {
+                room_id: &room_id,
+                sender: req.creator,
+                target: invitee,
+                membership: "invite",
+                reason: None,
+                extra: content,
+            };
+            self.change_membership(change, &[]).await?;
         }
         Ok(room_id)
     }
@@ -153,7 +166,8 @@ fn initial_events(req: &NewRoomRequest<'_>, rules: &ruma::room_version_rules::Ro
     if let Some(topic) = &req.topic {
         drafts.push(EventDraft::state(TimelineEventType::RoomTopic, "", json!({ "topic": topic })));
     }
-    for invitee in &req.invite {
+    // Users of this server only: the others' servers sign their invites (`create_room`).
+    for invitee in req.invite.iter().filter(|u| u.server_name() == req.creator.server_name()) {
         let mut content = Map::new();
         content.insert("membership".into(), "invite".into());
         if req.is_direct {

@@ -42,7 +42,8 @@ const MAX_FETCH_DEPTH: u8 = 4;
 /// Events asked for per get_missing_events request.
 const MISSING_EVENTS_LIMIT: u32 = 20;
 
-/// Where missing events come from: other servers, through federation.
+/// What the room pipeline asks of other servers, through federation: missing events, the
+/// state at a gap, signatures on invites.
 #[async_trait::async_trait]
 pub trait EventSource: Send + Sync {
     /// The events with these IDs, as `origin` has them.
@@ -74,6 +75,20 @@ pub trait EventSource: Send + Sync {
     ) -> Result<(Vec<OwnedEventId>, Vec<OwnedEventId>)> {
         let _ = (origin, room_id, event_id);
         Err(Error::not_found("This source does not answer state_ids"))
+    }
+
+    /// Asks `destination` (the invitee's server) to sign an invite (invite v2), with the
+    /// stripped state of the room; returns the event with its signature added.
+    async fn send_invite(
+        &self,
+        destination: &ServerName,
+        version: &RoomVersionId,
+        event_id: &ruma::EventId,
+        event: CanonicalJsonObject,
+        invite_room_state: Vec<Box<serde_json::value::RawValue>>,
+    ) -> Result<CanonicalJsonObject> {
+        let _ = (destination, version, event_id, event, invite_room_state);
+        Err(Error::not_found("This server does not federate"))
     }
 }
 

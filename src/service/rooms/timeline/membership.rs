@@ -32,15 +32,6 @@ impl Timeline {
         if self.state.head(change.room_id).await?.is_none() {
             return Err(Error::not_found("Room not found"));
         }
-        // Inviting a user of another server means asking that server to sign the invite,
-        // which needs federation; kicking or banning one is an event of this room alone.
-        if change.target.server_name() != self.config.server_name && change.membership == "invite" {
-            return Err(Error::new(
-                http::StatusCode::BAD_REQUEST,
-                ruma::api::error::ErrorKind::Unrecognized,
-                "This server does not send invites to other servers yet",
-            ));
-        }
         let mut content = change.extra;
         content.insert("membership".into(), change.membership.into());
         if let Some(reason) = change.reason {
@@ -58,6 +49,12 @@ impl Timeline {
         }
         let draft =
             EventDraft::state(TimelineEventType::RoomMember, change.target.as_str(), JsonValue::Object(content));
+        // Inviting a user of another server means asking that server to sign the invite;
+        // kicking or banning one is an event of this room alone.
+        if change.target.server_name() != self.config.server_name && change.membership == "invite" {
+            let guard = self.lock(change.room_id).await;
+            return self.invite_remote(&guard, change.sender, draft).await;
+        }
         self.append_locked(change.room_id, change.sender, draft, None).await
     }
 

@@ -34,6 +34,7 @@ pub use self::{
     build::{EventDraft, Txn},
     inbound::{EventSource, Received},
     recent::RING_SIZE,
+    remote_membership::STRIPPED_TYPES,
 };
 use super::{PduRef, RoomGuard, RoomHead, events::Events, lock::RoomLocks, members::Members, state::RoomState};
 use crate::{

@@ -16,7 +16,7 @@ use ruma::{
 use serde_json::json;
 
 use super::{
-    EventDraft, Received, Timeline,
+    EventDraft, Received, RoomGuard, Timeline,
     auth::{check_with_auth_events, check_with_state},
     build::build,
     persist::{Flow, Persist, StateBefore},
@@ -137,4 +137,84 @@ impl Timeline {
         };
         Ok(Received::of(self.persist(&guard, &head, persist).await?))
     }
+
+    /// Invites a user of another server: the invite is built and checked here, signed by
+    /// the invitee's server too (invite v2, which also tells it about the room), then
+    /// persisted like any local event. The room's lock is held throughout, so the invite
+    /// still follows the room's head when it is stored.
+    pub(super) async fn invite_remote(
+        &self,
+        guard: &RoomGuard,
+        sender: &UserId,
+        draft: EventDraft,
+    ) -> Result<crate::service::rooms::PduRef> {
+        let source = self.source.get().ok_or_else(|| {
+            Error::forbidden("This server does not federate: it cannot invite users of other servers")
+        })?;
+        let target = draft.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
+        let target = target.ok_or_else(|| Error::bad_json("An invite needs a user ID as its state key"))?;
+        let room_id = guard.room_id();
+        let head = self.state.head(room_id).await?.ok_or_else(|| Error::not_found("Room not found"))?;
+        let mut object = build(&head, Some(room_id), sender, &draft, now_ms())?;
+        let event_id = self.keys.hash_and_sign_event(&mut object, &head.rules)?;
+        let pdu = Pdu::from_object(event_id.clone(), room_id.to_owned(), &object)?;
+        self.authorize_local(&head, &pdu).await?;
+
+        let stripped = self.invite_room_state(&head, sender).await?;
+        let server = target.server_name();
+        let signed = source.send_invite(server, &head.version, &event_id, object, stripped).await?;
+        // The same event, now signed by the invitee's server as well.
+        let signed_id =
+            parley_federation::pdu::event_id(&signed, &head.rules).map_err(|e| Error::bad_json(e.to_string()))?;
+        if signed_id != event_id {
+            return Err(Error::bad_json(format!("{server} changed the invite it was asked to sign")));
+        }
+        let redacted = ruma::canonical_json::redact(signed.clone(), &head.rules.redaction, None)
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        let ts = i64::from(pdu.origin_server_ts.get());
+        let signers = std::collections::BTreeSet::from([server.to_owned(), self.config.server_name.clone()]);
+        let keys = self.keys.public_keys(&signed, &signers, ts).await?;
+        if !keys.contains_key(server.as_str()) {
+            return Err(Error::forbidden(format!("No signing key of {server} is known")));
+        }
+        ruma::signatures::verify_json(&keys, &redacted)
+            .map_err(|e| Error::forbidden(format!("{server} did not sign the invite: {e}")))?;
+        let pdu = Pdu::from_object(event_id, room_id.to_owned(), &signed)?;
+        let persist = Persist {
+            pdu,
+            before: Some(StateBefore::current(&head)),
+            placement: Placement::Timeline,
+            flow: Flow::Live,
+            txn: None,
+            new_room: None,
+            has_successor: false,
+            restart_head: false,
+        };
+        self.persist(guard, &head, persist).await
+    }
+
+    /// The room as an invitee's server is told of it with the invite: the state events
+    /// clients show invitees, plus the inviter's membership, as full PDUs (which servers
+    /// require since spec v1.16; the invitee's server strips them for its clients).
+    async fn invite_room_state(
+        &self,
+        head: &crate::service::rooms::RoomHead,
+        sender: &UserId,
+    ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
+        let mut ids: Vec<ruma::OwnedEventId> =
+            STRIPPED_TYPES.iter().filter_map(|event_type| head.state_event(event_type, "")).cloned().collect();
+        ids.extend(head.state_event("m.room.member", sender.as_str()).cloned());
+        Ok(self.events.pdus(&ids).await?.into_iter().map(|pdu| pdu.json.clone()).collect())
+    }
 }
+
+/// The state events an invitee is shown (client-server API, "Stripped state").
+pub const STRIPPED_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
