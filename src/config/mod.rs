@@ -341,29 +341,11 @@ impl Default for PushConfig {
 
 /// Loopback, private, link-local and other non-public ranges: where outbound requests made
 /// on someone else's say-so (push gateways, other servers) may not go by default.
+/// The special-purpose ranges (loopback, private, link-local, documentation, 6to4, ...) that
+/// neither push gateways nor other homeservers live at: one list, kept by the federation
+/// crate, for both.
 fn default_ip_blocklist() -> Vec<ipnet::IpNet> {
-    [
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-        "::1/128",
-        "::/128",
-        "::ffff:0:0/96",
-        "fc00::/7",
-        "fe80::/10",
-        "ff00::/8",
-    ]
-    .iter()
-    .filter_map(|net| net.parse().ok())
-    .collect()
+    parley_federation::ip_filter::default_blocklist()
 }
 
 fn default_gateway_timeout() -> u64 {

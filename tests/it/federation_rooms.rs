@@ -20,6 +20,7 @@ both_backends!(
     a_gap_too_long_to_fetch_is_filled_with_the_state_there,
     a_direct_chat_across_servers_starts_with_an_invite,
     an_invite_from_another_server_can_be_rejected,
+    a_remote_redaction_needs_the_power_to_redact,
 );
 
 /// Joins `user` to `room` (an ID or alias) through the client API.
@@ -366,5 +367,73 @@ async fn an_invite_from_another_server_can_be_rejected(backend: Backend) {
     // Rejecting twice is refused: there is nothing to reject.
     let result = hs2.post(&room_path(&room_id, "leave"), Some(&bob.token), json!({})).await;
     assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    peers.finish().await;
+}
+
+/// The content of `event_id` as `user` reads it on `s`.
+async fn content_of(s: &TestServer, user: &TestUser, room_id: &str, event_id: &str) -> Value {
+    let (status, event) = s.get(&room_path(room_id, &format!("event/{}", enc(event_id))), Some(&user.token)).await;
+    assert_eq!(status, StatusCode::OK, "{event}");
+    event["content"].clone()
+}
+
+/// A redaction from another server applies to its own users' events, or with the power to
+/// redact: hs2 (here, as a misbehaving server would) sends bob's redaction of alice's
+/// message; hs1 keeps the redaction event but not its effect. bob's redaction of his own
+/// message applies.
+async fn a_remote_redaction_needs_the_power_to_redact(backend: Backend) {
+    let Some(peers) = Peers::spawn(backend, 2).await else { return };
+    let (hs1, hs2) = (peers.get(0), peers.get(1));
+    let alice = hs1.register("alice").await;
+    let bob = hs2.register("bob").await;
+    let room_id = shared_room(&peers, &alice, &bob).await;
+    let alices = send_text(hs1, &alice, &room_id, "keep me").await;
+    wait_for_bodies(hs2, &bob, &room_id, &["keep me"]).await;
+    let bobs = send_text(hs2, &bob, &room_id, "take me back").await;
+    wait_for_bodies(hs1, &alice, &room_id, &["keep me", "take me back"]).await;
+    wait_for_bodies(hs2, &bob, &room_id, &["keep me", "take me back"]).await;
+
+    // hs2 builds and signs bob's redaction of alice's message on its head of the room.
+    let room = ruma::OwnedRoomId::try_from(room_id.as_str()).expect("room ID");
+    let head = hs2.services().rooms.state.head(&room).await.expect("head").expect("room on hs2");
+    let state_id = |event_type: &str, key: &str| {
+        head.state.get(&(event_type.to_owned(), key.to_owned())).map(|id| json!(id.as_str())).expect("state event")
+    };
+    let mut auth_events = vec![state_id("m.room.power_levels", ""), state_id("m.room.member", &bob.user_id)];
+    if head.version != ruma::RoomVersionId::V12 {
+        auth_events.push(state_id("m.room.create", ""));
+    }
+    let prev_events: Vec<Value> = head.extremities.iter().map(|(id, _)| json!(id.as_str())).collect();
+    let depth = head.extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis();
+    let object = json!({
+        "type": "m.room.redaction", "room_id": room_id, "sender": bob.user_id, "redacts": alices,
+        "content": {"redacts": alices}, "origin_server_ts": now as u64, "depth": depth,
+        "prev_events": prev_events, "auth_events": auth_events,
+    });
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(object).expect("canonical");
+    let redaction_id = hs2.services().server_keys.hash_and_sign_event(&mut object, &head.rules).expect("signed");
+    let client = peers.client_as(peers.names[1].as_str(), hs2.services().server_keys.signing_key_arc(), None);
+    let body = json!({"origin": peers.names[1].as_str(), "origin_server_ts": now as u64, "pdus": [object]});
+    let answer = client
+        .send_raw(&peers.names[0], http::Method::PUT, "/_matrix/federation/v1/send/evil-1", Some(&body))
+        .await
+        .expect("sent");
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
+
+    // The redaction is in hs1's room; alice's message is untouched.
+    let (status, redaction) =
+        hs1.get(&room_path(&room_id, &format!("event/{}", enc(redaction_id.as_str()))), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "the redaction was accepted as an event: {redaction}");
+    assert_eq!(content_of(hs1, &alice, &room_id, &alices).await["body"], "keep me");
+
+    // bob redacting his own message is his right, and hs1 applies it.
+    let (status, body) =
+        hs2.put(&room_path(&room_id, &format!("redact/{}/r1", enc(&bobs))), Some(&bob.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    eventually(30, "bob's own redaction applied on hs1", || async {
+        content_of(hs1, &alice, &room_id, &bobs).await.get("body").is_none().then_some(())
+    })
+    .await;
     peers.finish().await;
 }

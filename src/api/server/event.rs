@@ -75,6 +75,7 @@ async fn state_ids(
     State(services): State<Arc<Services>>,
     req: Ruma<get_room_state_ids::v1::Request>,
 ) -> RumaResult<get_room_state_ids::v1::Response> {
+    origin_in_room(&services, &req.auth.0, &req.body.room_id).await?;
     let pdu = visible_event(&services, &req.auth.0, Some(&req.body.room_id), &req.body.event_id).await?;
     let (state, auth_chain) = state_and_chain(&services, &pdu).await?;
     Ok(get_room_state_ids::v1::Response::new(auth_chain, state).into())
@@ -86,6 +87,7 @@ async fn state(
     State(services): State<Arc<Services>>,
     req: Ruma<get_room_state::v1::Request>,
 ) -> RumaResult<get_room_state::v1::Response> {
+    origin_in_room(&services, &req.auth.0, &req.body.room_id).await?;
     let pdu = visible_event(&services, &req.auth.0, Some(&req.body.room_id), &req.body.event_id).await?;
     let (state, auth_chain) = state_and_chain(&services, &pdu).await?;
     let json = |events: Vec<PduRef>| events.into_iter().map(|p| p.json.clone()).collect::<Vec<Box<RawValue>>>();
@@ -107,6 +109,16 @@ async fn event_auth(
 }
 
 /// The state before an event (IDs) and the auth chain of that state.
+/// The state endpoints answer servers in the room only ("403: the requesting host is not in
+/// the room, or is excluded by ACL").
+async fn origin_in_room(services: &Services, origin: &ruma::ServerName, room_id: &ruma::RoomId) -> Result<()> {
+    if services.rooms.members.servers_of(room_id).await?.contains(origin) {
+        Ok(())
+    } else {
+        Err(crate::error::Error::forbidden("Your server is not in this room"))
+    }
+}
+
 async fn state_and_chain(services: &Services, pdu: &PduRef) -> Result<(Vec<OwnedEventId>, Vec<OwnedEventId>)> {
     let state: Vec<OwnedEventId> = state_before(services, pdu).await?.into_values().collect();
     let auth_chain = services.storage.events.auth_chain(&state).await?;

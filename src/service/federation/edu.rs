@@ -99,7 +99,11 @@ async fn presence(services: &Services, origin: &ServerName, content: PresenceCon
 }
 
 async fn device_list(services: &Services, origin: &ServerName, content: DeviceListUpdateContent) -> Result<()> {
-    if content.user_id.server_name() != origin {
+    // Only for the origin's own users, and only those who share a room with someone here
+    // (others concern nobody, and would only fill the change log).
+    if content.user_id.server_name() != origin
+        || services.presence.sharing_rooms_with(&content.user_id).await?.len() <= 1
+    {
         return Ok(());
     }
     // This server keeps no copy of other servers' device lists: it tells the local users who
@@ -109,7 +113,9 @@ async fn device_list(services: &Services, origin: &ServerName, content: DeviceLi
 }
 
 async fn signing_keys(services: &Services, origin: &ServerName, content: SigningKeyUpdateContent) -> Result<()> {
-    if content.user_id.server_name() != origin {
+    if content.user_id.server_name() != origin
+        || services.presence.sharing_rooms_with(&content.user_id).await?.len() <= 1
+    {
         return Ok(());
     }
     services.keys.remote_devices_changed(&content.user_id).await

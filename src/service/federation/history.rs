@@ -29,7 +29,15 @@ struct Membership {
 /// event lets one of its users see it (`world_readable`; `shared` with a user of it in the
 /// room now or then; `invited` or `joined` with one invited or joined at the event).
 pub async fn server_can_see(services: &Services, server: &ServerName, pdu: &PduRef) -> Result<bool> {
-    if !pdu.in_timeline() || !acl::allows(&services.rooms, &pdu.room_id, server).await? {
+    if !acl::allows(&services.rooms, &pdu.room_id, server).await? {
+        return Ok(false);
+    }
+    // An outlier (a state or auth event of a room joined through another server) has no
+    // place in history here: servers in the room have it too, and may ask for it.
+    if pdu.placement == crate::storage::Placement::Outlier {
+        return Ok(services.rooms.members.servers_of(&pdu.room_id).await?.contains(server));
+    }
+    if !pdu.in_timeline() {
         return Ok(false);
     }
     let Some(group) = pdu.group() else { return Ok(false) };
@@ -46,7 +54,9 @@ pub async fn server_can_see(services: &Services, server: &ServerName, pdu: &PduR
     let entries = state.group_entries(group).await?;
     let ids: Vec<OwnedEventId> = entries
         .iter()
-        .filter(|(t, k, _)| t == "m.room.member" && k.rsplit_once(':').is_some_and(|(_, s)| s == server.as_str()))
+        .filter(|(t, k, _)| {
+            t == "m.room.member" && ruma::UserId::parse(k.as_str()).is_ok_and(|u| u.server_name() == server)
+        })
         .map(|(_, _, id)| id.clone())
         .collect();
     let memberships: HashSet<String> = services

@@ -126,6 +126,18 @@ async fn join_through(
     if services.rooms.state.head(room_id).await?.is_none() {
         let create = events.iter().find(|o| is_create(o)).cloned();
         let create = create.ok_or_else(|| Error::bad_json(format!("{server} sent no create event")))?;
+        // The create event must be this room's: named by its room_id, or (version 12) the
+        // room ID is derived from its event ID.
+        let names_room = match create.get("room_id") {
+            Some(CanonicalJsonValue::String(r)) => r == room_id.as_str(),
+            _ => parley_federation::pdu::event_id(&create, &rules)
+                .ok()
+                .and_then(|id| parley_federation::pdu::room_id_from_create(&id).ok())
+                .is_some_and(|r| r == room_id),
+        };
+        if !names_room {
+            return Err(Error::bad_json(format!("{server} sent the create event of another room")));
+        }
         timeline.receive_create(server, create).await?;
     }
     events.sort_by_key(depth);
@@ -139,7 +151,7 @@ async fn join_through(
             tracing::info!(%room_id, event_id = %id, error = %e, "a state or auth event from send_join was refused");
         }
     }
-    let state = state_map(services, &rules, &state, &event_id).await?;
+    let state = state_map(services, room_id, &rules, &state, &event_id).await?;
     match timeline.receive_joined(server, &room_id.to_owned(), event, state).await? {
         Received::Accepted(_) => Ok(()),
         other => Err(Error::forbidden(format!("The join was not accepted here: {other:?}"))),
@@ -170,6 +182,7 @@ fn depth(object: &CanonicalJsonObject) -> i64 {
 /// rejected, and leaving out the join itself (some servers answer with the state after it).
 async fn state_map(
     services: &Services,
+    room_id: &RoomId,
     rules: &ruma::room_version_rules::RoomVersionRules,
     state: &[CanonicalJsonObject],
     join_id: &OwnedEventId,
@@ -182,7 +195,8 @@ async fn state_map(
     let stored = services.rooms.events.pdus(&ids).await?;
     Ok(stored
         .into_iter()
-        .filter(|pdu| !matches!(pdu.placement, crate::storage::Placement::Rejected(_)))
+        // This room's accepted events only: the answer cannot lend another room's state.
+        .filter(|pdu| pdu.room_id == room_id && !matches!(pdu.placement, crate::storage::Placement::Rejected(_)))
         .filter_map(|pdu| Some(((pdu.event_type.to_string(), pdu.state_key.clone()?), pdu.event_id.clone())))
         .collect())
 }
@@ -232,6 +246,12 @@ pub async fn answer_send_join(
     let object: CanonicalJsonObject =
         serde_json::from_str(pdu.get()).map_err(|e| Error::bad_json(format!("Invalid PDU: {e}")))?;
     let head = services.rooms.state.head(room_id).await?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    // As for make_join: only a server with a user in the room knows its current state.
+    if !services.rooms.members.servers_of(room_id).await?.contains(&services.config.server_name) {
+        return Err(Error::not_found("This server has no user in the room"));
+    }
+    let servers_in_room: Vec<String> =
+        services.rooms.members.servers_of(room_id).await?.into_iter().map(|s| s.to_string()).collect();
     let computed =
         parley_federation::pdu::event_id(&object, &head.rules).map_err(|e| Error::bad_json(e.to_string()))?;
     if computed != *event_id {
@@ -246,8 +266,8 @@ pub async fn answer_send_join(
     let mut answer = create_join_event::v2::RoomState::new();
     answer.state = json(services.rooms.events.pdus(&state).await?);
     answer.auth_chain = json(services.rooms.events.pdus(&chain).await?);
-    answer.servers_in_room =
-        Some(services.rooms.members.servers_of(room_id).await?.into_iter().map(|s| s.to_string()).collect());
+    // The servers in the room before the join, as the spec asks.
+    answer.servers_in_room = Some(servers_in_room);
     Ok(answer)
 }
 
@@ -262,9 +282,18 @@ pub async fn join(
     content: Map<String, JsonValue>,
 ) -> Result<bool> {
     let me = &services.config.server_name;
-    let known = services.rooms.state.head(room_id).await?.is_some();
-    let servers = if known { services.rooms.members.servers_of(room_id).await? } else { Default::default() };
-    if services.federation.is_none() || servers.contains(me) || (known && servers.is_empty()) {
+    let head = services.rooms.state.head(room_id).await?;
+    let servers = match &head {
+        Some(_) => services.rooms.members.servers_of(room_id).await?,
+        None => Default::default(),
+    };
+    // A room nobody is in any more is joined here only if it was made here; one whose create
+    // event came from elsewhere (a join that failed half-way, say) is joined through others.
+    let made_here = match head.as_ref().and_then(|h| h.state_event("m.room.create", "").cloned()) {
+        Some(create) => services.rooms.events.pdu(&create).await?.is_some_and(|c| c.sender.server_name() == me),
+        None => false,
+    };
+    if services.federation.is_none() || servers.contains(me) || (servers.is_empty() && made_here) {
         return Ok(false);
     }
     // The server that invited the user is in the room: ask it first.

@@ -126,9 +126,8 @@ impl Transport for Remote {
             Ok(_) => Delivery::Accepted,
             // A transaction the destination will never take (malformed in its eyes, or
             // refused outright) is given up; a 401 is retried: it may not have our key yet.
-            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(400 | 403 | 404)) => {
-                Delivery::Refused(e.to_string())
-            }
+            // A 404 is not final: a proxy or a delegation being set up says it too.
+            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(400 | 403)) => Delivery::Refused(e.to_string()),
             Err(e) => Delivery::Retry(e.to_string()),
         }
     }

@@ -180,33 +180,58 @@ impl FederationStore for FederationStoreSql {
         .bind(dest)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some((Some(txn_id), Some(upto), _)) = &pending {
-            let sql = format!(
-                "SELECT {ENTRY_COLUMNS} FROM federation_outbox WHERE destination = $1 AND id <= $2 ORDER BY id"
-            );
-            let rows: Vec<OutboxRow> =
-                sqlx::query_as(AssertSqlSafe(sql)).bind(dest).bind(upto).fetch_all(&mut *tx).await?;
-            let entries = rows.into_iter().map(outbox_entry).collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some((Some(txn_id), _, _)) = &pending {
+            let entries = txn_entries(&mut tx, dest, txn_id).await?;
             tx.commit().await?;
             return Ok(Some(OutboundTxn { txn_id: txn_id.clone(), entries }));
         }
-        let sql = format!("SELECT {ENTRY_COLUMNS} FROM federation_outbox WHERE destination = $1 ORDER BY id LIMIT $2");
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM federation_outbox WHERE destination = $1 AND txn_id IS NULL ORDER BY id LIMIT $2"
+        );
         let rows: Vec<OutboxRow> =
             sqlx::query_as(AssertSqlSafe(sql)).bind(dest).bind(READ_AHEAD).fetch_all(&mut *tx).await?;
         let entries = cut(rows.into_iter().map(outbox_entry).collect::<anyhow::Result<Vec<_>>>()?, max_pdus, max_edus);
-        let Some(upto) = entries.last().map(|e| e.id) else { return Ok(None) };
+        let (Some(first), Some(last)) = (entries.first().map(|e| e.id), entries.last().map(|e| e.id)) else {
+            return Ok(None);
+        };
         let counter = pending.map_or(0, |(_, _, counter)| counter) + 1;
         // Unique per destination across restarts: the counter is stored with the transaction.
         let txn_id = format!("p{counter}");
+        // The entries are marked as this transaction's, so that exactly they are retried and
+        // exactly they are deleted once it is through. An entry of that range that committed
+        // since the read above is marked too, and kept out again if it overflows the limits.
         sqlx::query(
-            "INSERT INTO federation_destinations (destination, txn_counter, pending_txn, pending_upto) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (destination) DO UPDATE SET txn_counter = excluded.txn_counter, \
-             pending_txn = excluded.pending_txn, pending_upto = excluded.pending_upto",
+            "UPDATE federation_outbox SET txn_id = $1 \
+             WHERE destination = $2 AND txn_id IS NULL AND id >= $3 AND id <= $4",
+        )
+        .bind(&txn_id)
+        .bind(dest)
+        .bind(first)
+        .bind(last)
+        .execute(&mut *tx)
+        .await?;
+        let marked = txn_entries(&mut tx, dest, &txn_id).await?;
+        let entries = cut(marked.clone(), max_pdus, max_edus);
+        if entries.len() < marked.len()
+            && let Some(kept) = entries.last().map(|e| e.id)
+        {
+            sqlx::query(
+                "UPDATE federation_outbox SET txn_id = NULL WHERE destination = $1 AND txn_id = $2 AND id > $3",
+            )
+            .bind(dest)
+            .bind(&txn_id)
+            .bind(kept)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO federation_destinations (destination, txn_counter, pending_txn) \
+             VALUES ($1, $2, $3) ON CONFLICT (destination) DO UPDATE SET txn_counter = excluded.txn_counter, \
+             pending_txn = excluded.pending_txn",
         )
         .bind(dest)
         .bind(counter)
         .bind(&txn_id)
-        .bind(upto)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -216,21 +241,11 @@ impl FederationStore for FederationStoreSql {
     async fn txn_sent(&self, destination: &ServerName, txn_id: &str, at: i64) -> StorageResult<()> {
         let dest = destination.as_str();
         let mut tx = self.0.writer().begin().await?;
-        let upto: Option<i64> = sqlx::query_scalar(
-            "SELECT pending_upto FROM federation_destinations WHERE destination = $1 AND pending_txn = $2",
-        )
-        .bind(dest)
-        .bind(txn_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .flatten();
-        if let Some(upto) = upto {
-            sqlx::query("DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2")
-                .bind(dest)
-                .bind(upto)
-                .execute(&mut *tx)
-                .await?;
-        }
+        sqlx::query("DELETE FROM federation_outbox WHERE destination = $1 AND txn_id = $2")
+            .bind(dest)
+            .bind(txn_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE federation_destinations SET pending_txn = NULL, pending_upto = NULL, failures = 0, \
              next_attempt_at = 0, last_success_at = $2 WHERE destination = $1",
@@ -275,7 +290,7 @@ impl FederationStore for FederationStoreSql {
         // Entries in flight stay: the transaction must be retried as it was.
         let done = sqlx::query(
             "DELETE FROM federation_outbox WHERE destination = $1 AND event_id IS NOT NULL \
-             AND id > COALESCE((SELECT pending_upto FROM federation_destinations WHERE destination = $1), 0) \
+             AND txn_id IS NULL \
              AND id < (SELECT MAX(o.id) FROM federation_outbox o \
                        WHERE o.destination = federation_outbox.destination AND o.room_id = federation_outbox.room_id \
                        AND o.event_id IS NOT NULL)",
@@ -285,4 +300,17 @@ impl FederationStore for FederationStoreSql {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// The entries a transaction carries, in order.
+async fn txn_entries(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    destination: &str,
+    txn_id: &str,
+) -> StorageResult<Vec<crate::storage::federation::OutboxEntry>> {
+    let sql =
+        format!("SELECT {ENTRY_COLUMNS} FROM federation_outbox WHERE destination = $1 AND txn_id = $2 ORDER BY id");
+    let rows: Vec<OutboxRow> =
+        sqlx::query_as(AssertSqlSafe(sql)).bind(destination).bind(txn_id).fetch_all(&mut **tx).await?;
+    rows.into_iter().map(outbox_entry).collect::<anyhow::Result<Vec<_>>>()
 }

@@ -20,6 +20,7 @@ both_backends!(
     aliases_and_signing_keys,
     pushers_and_an_empty_queue,
     passwords_and_profiles,
+    an_outbox_entry_committed_late_is_not_lost,
 );
 
 async fn filters_belong_to_their_user(backend: Backend) {
@@ -202,5 +203,34 @@ async fn passwords_and_profiles(backend: Backend) {
     assert_eq!(profile, vec![("displayname".to_owned(), name)]);
     assert_eq!(storage.users.profile(user_id!("@nobody:test")).await.expect("profile"), None);
     assert_eq!(storage.users.count().await.expect("count"), 1);
+    close(db, storage).await;
+}
+
+/// A transaction carries exactly the entries it was formed with: an entry whose ID falls
+/// inside its range but that committed after it was formed (IDs are not given in commit
+/// order on PostgreSQL) is neither sent with it nor deleted with it.
+async fn an_outbox_entry_committed_late_is_not_lost(backend: Backend) {
+    let Some((db, storage)) = open(backend).await else { return };
+    let dest = ruma::server_name!("remote.test");
+    let destinations = [dest.to_owned()];
+    storage.federation.enqueue_edu(&destinations, r#"{"edu_type":"a","content":{}}"#, 1).await.expect("enqueue");
+    storage.federation.enqueue_edu(&destinations, r#"{"edu_type":"c","content":{}}"#, 1).await.expect("enqueue");
+    let txn = storage.federation.next_txn(dest, 50, 100).await.expect("next").expect("a transaction");
+    assert_eq!(txn.entries.len(), 2);
+    let (first, last) = (txn.entries[0].id, txn.entries[1].id);
+    // The late entry: an ID between the two, written after the transaction was formed.
+    let late = if last - first > 1 { first + 1 } else { first - 1 };
+    db.execute(&format!(
+        "INSERT INTO federation_outbox (id, destination, edu, created_at) VALUES ({late}, 'remote.test', '{{\"edu_type\":\"b\",\"content\":{{}}}}', 1)"
+    ))
+    .await;
+    let again = storage.federation.next_txn(dest, 50, 100).await.expect("next").expect("the same transaction");
+    assert_eq!(again.txn_id, txn.txn_id);
+    assert_eq!(again.entries, txn.entries, "a retry carries what the first attempt carried");
+    storage.federation.txn_sent(dest, &txn.txn_id, 2).await.expect("sent");
+    assert_eq!(storage.federation.backlog(dest).await.expect("backlog"), 1, "the late entry waits for the next one");
+    let next = storage.federation.next_txn(dest, 50, 100).await.expect("next").expect("a transaction");
+    assert_eq!(next.entries.len(), 1);
+    assert!(next.entries[0].edu.as_deref().is_some_and(|e| e.contains("\"b\"")));
     close(db, storage).await;
 }

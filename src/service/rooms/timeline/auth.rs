@@ -107,6 +107,9 @@ impl Timeline {
         if let Some(create) = head.state_event("m.room.create", "") {
             ids.push(create.clone());
         }
-        self.events.pdu_map(&ids).await
+        // Another room's events are no auth events here, whatever a PDU lists.
+        let mut events = self.events.pdu_map(&ids).await?;
+        events.retain(|_, pdu| pdu.room_id == head.room_id);
+        Ok(events)
     }
 }

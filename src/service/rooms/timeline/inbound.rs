@@ -258,6 +258,13 @@ impl Timeline {
             }
             let event_id =
                 parley_federation::pdu::event_id(&object, rules).map_err(|e| Error::bad_json(e.to_string()))?;
+            // A PDU without a room ID is a create event (room version 12), and only this
+            // room's own create event (whose ID names the room) belongs here.
+            if !object.contains_key("room_id")
+                && parley_federation::pdu::room_id_from_create(&event_id).ok().as_deref() != Some(room_id)
+            {
+                return Err(Error::bad_json("The PDU belongs to another room"));
+            }
             if let Some(known) = self.events.pdu(&event_id).await?
                 && (known.placement != Placement::Outlier || flow.is_none())
             {
@@ -402,7 +409,7 @@ impl Timeline {
         flow: Flow,
         depth: u8,
     ) -> Result<Option<StateBefore>> {
-        let mut prevs = self.in_graph(&pdu.prev_events).await?;
+        let mut prevs = self.in_graph(&head.room_id, &pdu.prev_events).await?;
         if prevs.len() < pdu.prev_events.len()
             && depth < MAX_FETCH_DEPTH
             && let Some(source) = self.source.get()
@@ -429,7 +436,7 @@ impl Timeline {
                 }
                 Err(e) => tracing::info!(event_id = %pdu.event_id, error = %e, "could not fetch missing events"),
             }
-            prevs = self.in_graph(&pdu.prev_events).await?;
+            prevs = self.in_graph(&head.room_id, &pdu.prev_events).await?;
         }
         if prevs.len() < pdu.prev_events.len() && depth == 0 && flow == Flow::Live {
             // A gap that get_missing_events could not close: ask for the state there.
@@ -505,7 +512,8 @@ impl Timeline {
             let mut prev_state = None;
             for event in self.events.pdus(&ids).await? {
                 let Some(key) = event.state_key.clone() else { continue };
-                if matches!(event.placement, Placement::Rejected(_)) {
+                // Only this room's accepted events: a remote cannot lend another room's state.
+                if event.room_id != room_id || matches!(event.placement, Placement::Rejected(_)) {
                     continue;
                 }
                 let entry = ((event.event_type.to_string(), key), event.event_id.clone());
@@ -530,13 +538,15 @@ impl Timeline {
         Ok(Some(StateBefore { map, base: None }))
     }
 
-    /// Those of `ids` whose place in the graph is known, with the state group after each.
-    async fn in_graph(&self, ids: &[OwnedEventId]) -> Result<Vec<(OwnedEventId, i64)>> {
+    /// Those of `ids` whose place in this room's graph is known, with the state group after
+    /// each. An event of another room is not a prev_event here, whatever a PDU says.
+    async fn in_graph(&self, room_id: &RoomId, ids: &[OwnedEventId]) -> Result<Vec<(OwnedEventId, i64)>> {
         let mut found: Vec<(OwnedEventId, i64)> = self
             .events
             .pdus(ids)
             .await?
             .into_iter()
+            .filter(|p| p.room_id == room_id)
             .filter_map(|p| Some((p.event_id.clone(), p.state_group?)))
             .collect();
         found.sort();

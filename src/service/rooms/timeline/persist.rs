@@ -162,9 +162,9 @@ impl Timeline {
             (Some(before), Some(key), true) => self.replaced_state(&before.map, &pdu, key).await?,
             _ => None,
         };
-        let redaction = match &pdu.redacts {
-            Some(target) if accepted && pdu.event_type == TimelineEventType::RoomRedaction => {
-                self.redacted_form(head, &pdu, target).await?
+        let redaction = match (&pdu.redacts, &before) {
+            (Some(target), Some(before)) if accepted && pdu.event_type == TimelineEventType::RoomRedaction => {
+                self.redacted_form(head, &pdu, target, &before.map).await?
             }
             _ => None,
         };
@@ -336,10 +336,22 @@ impl Timeline {
         head: &RoomHead,
         redaction: &Pdu,
         target: &EventId,
+        state_before: &StateMap,
     ) -> Result<Option<(OwnedEventId, String)>> {
         let Some(original) = self.events.pdu(target).await? else { return Ok(None) };
         if original.room_id != redaction.room_id || original.redacted_by.is_some() {
             return Ok(None);
+        }
+        // The auth rules let any member send a redaction; applying it needs more (spec, room
+        // versions 3+, "Redactions"): the same server as the original's sender, or the power
+        // to redact others' events. Local redactions were checked before they were built;
+        // another server's that fails is kept, but redacts nothing.
+        if redaction.sender.server_name() != original.sender.server_name() {
+            let power = self.state.power_levels_in(&head.rules, state_before).await?;
+            if !power.user_can_redact_event_of_other(&redaction.sender) {
+                tracing::info!(event_id = %redaction.event_id, %target, "a redaction without the power to redact");
+                return Ok(None);
+            }
         }
         let object: CanonicalJsonObject = serde_json::from_str(original.json.get())?;
         let redacted = ruma::canonical_json::redact(object, &head.rules.redaction, None)

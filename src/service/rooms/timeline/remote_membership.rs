@@ -115,6 +115,10 @@ impl Timeline {
         let object = self.verify_signatures(&head, object).await?;
         let pdu = Pdu::from_object(event_id, room_id.clone(), &object)?;
         let auth = self.auth_events_fetched(&guard, &head, &pdu, origin, 0).await?;
+        let create_key = ("m.room.create".to_owned(), String::new());
+        if state.get(&create_key) != head.state.get(&create_key) {
+            return Err(Error::forbidden("The room's state names another create event"));
+        }
         let before = StateBefore { map: Arc::new(state), base: None };
         // Checks 4 and 5; the current state here is only the create event, so check 6 would
         // say nothing.
