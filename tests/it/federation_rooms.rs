@@ -223,8 +223,9 @@ async fn a_server_denied_by_the_acl_is_refused(backend: Backend) {
         json!({"allow": ["*"], "deny": [peers.names[2].as_str()], "allow_ip_literals": true}),
     )
     .await;
-    // hs3 learns of the ACL, then carol speaks; hs1 refuses the PDU, and still takes bob's.
-    wait_for_state(hs3, &carol, &room_id, "m.room.server_acl").await;
+    // hs1 does not send the room's events (the ACL included) to hs3 any more. hs2 has the
+    // ACL; carol speaks, and hs1 (and hs2) refuse her PDU, and still take bob's.
+    wait_for_state(hs2, &bob, &room_id, "m.room.server_acl").await;
     send_text(hs3, &carol, &room_id, "denied").await;
     send_text(hs2, &bob, &room_id, "allowed").await;
     let events = wait_for_bodies(hs1, &alice, &room_id, &["allowed"]).await;
@@ -236,6 +237,15 @@ async fn a_server_denied_by_the_acl_is_refused(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{body}");
     let result = join_via(hs3, &carol, &room_id, peers.names[0].as_str()).await;
     assert_error(&result, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    // hs1 sends the room's events to hs2 only: with hs3 down, nothing waits for it.
+    let mut peers = peers;
+    let _hs3_db = peers.stop(2).await;
+    let (hs1, hs2) = (peers.get(0), peers.get(1));
+    send_text(hs1, &alice, &room_id, "after the acl").await;
+    wait_for_bodies(hs2, &bob, &room_id, &["allowed", "after the acl"]).await;
+    let backlog = hs1.services().storage.federation.backlog(&peers.names[2]).await.expect("backlog");
+    assert_eq!(backlog, 0, "nothing is queued for the denied server");
     peers.finish().await;
 }
 

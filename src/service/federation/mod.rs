@@ -47,6 +47,8 @@ use crate::{config::Config, error::Result, storage::Storage};
 pub struct Outbound {
     pub client: FederationClient,
     pub sender: Arc<Sender>,
+    /// Inbound transactions in progress, one per origin.
+    pub inbound: transaction::InboundLocks,
 }
 
 impl Outbound {
@@ -100,7 +102,7 @@ impl Outbound {
         let sender =
             Sender::new(config.server_name.clone(), storage.clone(), Arc::clone(&rooms.events), remote, shutdown);
         rooms.timeline.set_outbox(Arc::new(sender::Waker(Arc::clone(&sender))));
-        Ok(Some(Self { client, sender }))
+        Ok(Some(Self { client, sender, inbound: transaction::InboundLocks::default() }))
     }
 }
 
@@ -135,12 +137,18 @@ impl EduOut {
         sender.send_edu(&servers, &edu(edu_type, content)).await
     }
 
-    /// Sends an EDU to every other server sharing a room with `user_id`.
+    /// Sends an EDU to every other server sharing a room with `user_id` (through a room whose
+    /// ACL lets it in).
     pub async fn to_users_rooms(&self, user_id: &UserId, edu_type: &str, content: JsonValue) -> Result<()> {
         let Some(sender) = &self.sender else { return Ok(()) };
         let mut servers = BTreeSet::new();
         for room in self.rooms.members.user_rooms(user_id, &["join"]).await? {
-            servers.extend(self.rooms.members.servers_of(&room.room_id).await?);
+            for server in self.rooms.members.servers_of(&room.room_id).await? {
+                // A server a room's ACL shuts out learns nothing through that room.
+                if !servers.contains(&server) && acl::allows(&self.rooms, &room.room_id, &server).await? {
+                    servers.insert(server);
+                }
+            }
         }
         servers.remove(&self.origin);
         sender.send_edu(&servers.into_iter().collect::<Vec<_>>(), &edu(edu_type, content)).await

@@ -7,7 +7,7 @@
 //! - **Ordered within a room, parallel across rooms.** A room's PDUs are received one after
 //!   the other, in the order sent (each may build on the previous); different rooms at once.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures::StreamExt as _;
 use ruma::{
@@ -31,6 +31,44 @@ const MAX_EDUS: usize = 100;
 /// The result of each PDU, by event ID, as `/send` answers it.
 pub type PduResults = BTreeMap<OwnedEventId, std::result::Result<(), String>>;
 
+/// One transaction at a time per origin, as Synapse does: a retry of a transaction still
+/// being processed (the origin timed out waiting) waits for it, then gets its stored answer,
+/// instead of processing it a second time alongside. The map holds origins with a transaction
+/// in progress only.
+#[derive(Default)]
+pub struct InboundLocks(
+    std::sync::Mutex<std::collections::HashMap<ruma::OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl InboundLocks {
+    async fn lock(&self, origin: &ServerName) -> OriginGuard<'_> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(map.entry(origin.to_owned()).or_default())
+        };
+        let guard = Arc::clone(&lock).lock_owned().await;
+        OriginGuard { locks: self, origin: origin.to_owned(), lock, _guard: Some(guard) }
+    }
+}
+
+struct OriginGuard<'a> {
+    locks: &'a InboundLocks,
+    origin: ruma::OwnedServerName,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for OriginGuard<'_> {
+    fn drop(&mut self) {
+        self._guard = None;
+        let mut map = self.locks.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Nobody else holds or waits for it (the map's copy and ours are the only ones).
+        if Arc::strong_count(&self.lock) <= 2 {
+            map.remove(&self.origin);
+        }
+    }
+}
+
 /// Processes a transaction from `origin` (or replays the answer to one already seen).
 pub async fn receive(
     services: &Services,
@@ -39,6 +77,10 @@ pub async fn receive(
     pdus: &[Box<RawValue>],
     edus: &[Raw<Edu>],
 ) -> Result<PduResults> {
+    let _one_at_a_time = match &services.federation {
+        Some(federation) => Some(federation.inbound.lock(origin).await),
+        None => None,
+    };
     if let Some(answer) = services.storage.federation.inbound_txn(origin, txn_id).await? {
         let stored: BTreeMap<OwnedEventId, Option<String>> = serde_json::from_str(&answer)?;
         return Ok(stored.into_iter().map(|(id, error)| (id, error.map_or(Ok(()), Err))).collect());

@@ -20,7 +20,10 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use ruma::{CanonicalJsonObject, EventId, OwnedEventId, OwnedUserId, UserId, events::TimelineEventType};
+use ruma::{
+    CanonicalJsonObject, EventId, OwnedEventId, OwnedUserId, UserId,
+    events::{TimelineEventType, room::server_acl::RoomServerAclEventContent},
+};
 use serde_json::{Value as JsonValue, json};
 
 use super::{Publisher, PushOutcome, Timeline, Txn};
@@ -201,7 +204,14 @@ impl Timeline {
                 }
             }
             servers.remove(&self.config.server_name);
-            servers.into_iter().collect()
+            // Not to servers the room's ACL (as it is after the event) shuts out.
+            let state = next.as_ref().map_or(&head.state, |next| &next.state);
+            let acl = match state.get(&("m.room.server_acl".to_owned(), String::new())) {
+                Some(id) if *id == pdu.event_id => pdu.content_as::<RoomServerAclEventContent>(),
+                Some(id) => self.events.pdu(id).await?.and_then(|acl| acl.content_as::<RoomServerAclEventContent>()),
+                None => None,
+            };
+            servers.into_iter().filter(|server| acl.as_ref().is_none_or(|acl| acl.is_allowed(server))).collect()
         } else {
             Vec::new()
         };
