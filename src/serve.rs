@@ -29,6 +29,9 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tower::Service as _;
 
+/// How often an HTTP/2 connection is pinged (and must answer within the header-read timeout).
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(60);
+
 /// Connection limits, from `[http]` in the config.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -50,7 +53,15 @@ pub async fn serve(
         app.into_make_service_with_connect_info::<SocketAddr>();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 pings find peers that are gone; a dead connection then frees its slot.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HTTP2_KEEP_ALIVE))
+        .keep_alive_timeout(limits.header_read_timeout);
+    // Over TLS, ALPN has said which protocol the connection speaks: no need to read for it.
+    let http1 = Arc::new(builder.clone().http1_only());
+    let http2 = Arc::new(builder.clone().http2_only());
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -78,17 +89,30 @@ pub async fn serve(
         };
         let Ok(service) = make_service.call(peer).await;
         let service = TowerToHyperService::new(service);
-        let builder = Arc::clone(&builder);
+        let (builder, http1, http2) = (Arc::clone(&builder), Arc::clone(&http1), Arc::clone(&http2));
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
             let result = match tls {
                 None => {
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
+                    // hyper reads the first bytes to tell HTTP/1 from HTTP/2 with no timeout
+                    // (its header-read timeout starts after): a client that connects and says
+                    // nothing would hold its slot for ever. Wait for its first byte here.
+                    let mut first = [0_u8; 1];
+                    match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {
+                            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(connection.into_owned()).await
+                        }
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("the client sent nothing".into()),
+                    }
                 }
                 Some(tls) => match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
                     Ok(Ok(stream)) => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let builder = if h2 { http2 } else { http1 };
                         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(connection.into_owned()).await
                     }

@@ -27,6 +27,7 @@ both_backends!(
     login_without_type_is_refused_without_a_panic,
     bad_inline_filters_and_presence_are_refused,
     slow_headers_are_cut_off,
+    silent_clients_are_cut_off,
     connections_beyond_the_limit_wait,
 );
 
@@ -161,6 +162,19 @@ async fn slow_headers_are_cut_off(backend: Backend) {
     let read = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the connection was still open after {:?}", started.elapsed());
     // Whatever hyper answered (a 408, or nothing), the connection is closed, and others work.
+    assert_eq!(s.get("/_matrix/client/versions", None).await.0, StatusCode::OK);
+    s.finish().await;
+}
+
+/// A client that connects and sends nothing at all is disconnected too (hyper's own
+/// timeout starts only after the first bytes).
+async fn silent_clients_are_cut_off(backend: Backend) {
+    let Some(s) = TestServer::spawn_with(backend, |c| c.http.header_read_timeout_secs = 1).await else { return };
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut silent = TcpStream::connect(&addr).await.expect("connect");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), silent.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a silent connection was still open");
     assert_eq!(s.get("/_matrix/client/versions", None).await.0, StatusCode::OK);
     s.finish().await;
 }
