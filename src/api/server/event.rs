@@ -28,6 +28,8 @@ use crate::{
 
 /// The most events one get_missing_events answers with.
 const MAX_MISSING: usize = 100;
+/// The most event IDs of each list of a get_missing_events request that are looked at.
+const MAX_IDS: usize = 100;
 
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router.ruma(event).ruma(missing).ruma(state_ids).ruma(state).ruma(event_auth)
@@ -56,16 +58,12 @@ async fn missing(
 ) -> RumaResult<get_missing_events::v1::Response> {
     let body = &req.body;
     let limit = usize::try_from(u64::from(body.limit)).unwrap_or(MAX_MISSING).min(MAX_MISSING);
-    let events = missing_events(
-        &services,
-        &req.auth.0,
-        &body.room_id,
-        &body.earliest_events,
-        &body.latest_events,
-        limit,
-        u64::from(body.min_depth),
-    )
-    .await?;
+    // Each ID costs a look-up: a request naming thousands is cut to a sane number.
+    let earliest = &body.earliest_events[..body.earliest_events.len().min(MAX_IDS)];
+    let latest = &body.latest_events[..body.latest_events.len().min(MAX_IDS)];
+    let events =
+        missing_events(&services, &req.auth.0, &body.room_id, earliest, latest, limit, u64::from(body.min_depth))
+            .await?;
     Ok(get_missing_events::v1::Response::new(events.iter().map(|p| p.json.clone()).collect()).into())
 }
 
