@@ -1,0 +1,522 @@
+//! Interop with a real Synapse: the two servers fetch each other's keys, accept each other's
+//! X-Matrix-signed requests, and carry profiles, notary answers, device keys and to-device
+//! messages both ways.
+//!
+//! The first test to need Synapse installs the pinned release from PyPI into a virtualenv
+//! under the target directory, through `tests/synapse/install.sh` (once per run; a later run
+//! reuses the venv). Each test then starts its own Synapse (SQLite, one HTTPS listener with a
+//! self-signed certificate, server name `127.0.0.1:<port>`) next to a Parley whose server name
+//! is `127.0.0.1:<federation port>`: IP literals, so that each finds the other with no DNS, no
+//! SNI and no override map.
+//!
+//! `TEST_SKIP_SYNAPSE=1` skips these tests with a visible "skipped:" line;
+//! `TEST_REQUIRE_SYNAPSE=1` (as CI sets) forbids skipping. A failed install always fails.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use reqwest::{Method, StatusCode};
+use ruma::serde::{Base64, base64::Standard};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::OnceCell};
+
+use crate::{
+    e2ee_util::{Signer, device_keys, one_time_keys, upload_device_keys},
+    fed_harness::eventually,
+    harness::{PASSWORD, TestDb, TestServer, TestUser, enc, skipped},
+    room_util::create_room,
+    sync::sync,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_and_parley_fetch_keys_and_verify_requests_both_ways() {
+    let Some(pair) = Pair::start().await else { return };
+    let (synapse, parley) = (&pair.synapse, &pair.parley);
+    let alice = parley.register("alice").await;
+    let bob = synapse.register("bob").await;
+    let displayname = |user: &TestUser| format!("/_matrix/client/v3/profile/{}/displayname", enc(&user.user_id));
+    let (status, body) =
+        parley.put(&displayname(&alice), Some(&alice.token), json!({"displayname": "Alice on Parley"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = synapse.put(&displayname(&bob), &bob.token, json!({"displayname": "Bob on Synapse"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // a. Synapse asks Parley for alice's profile with a signed request; Parley verifies it,
+    // which means it fetched Synapse's key (and stored it).
+    let (status, body) = synapse.get(&format!("/_matrix/client/v3/profile/{}", enc(&alice.user_id)), &bob.token).await;
+    assert_eq!(status, StatusCode::OK, "Synapse reads alice's profile from Parley: {body}{}", synapse.log_tail());
+    assert_eq!(body["displayname"], "Alice on Parley", "{body}");
+    let synapse_keys = synapse.own_keys().await;
+    let synapse_name: ruma::OwnedServerName = synapse.server_name.parse().expect("server name");
+    let stored = parley.services().storage.server_keys.remote_keys(&synapse_name).await.expect("stored keys");
+    for (key_id, key) in synapse_keys["verify_keys"].as_object().expect("verify_keys") {
+        let found = stored.iter().find(|k| &k.key_id == key_id);
+        assert_eq!(
+            found.map(|k| k.public_key.as_str()),
+            key["key"].as_str(),
+            "Parley stored Synapse's key {key_id}: {stored:?}"
+        );
+    }
+
+    // b. Parley asks Synapse for bob's profile: Synapse verifies Parley's signature, having
+    // fetched Parley's keys.
+    let (status, body) =
+        parley.get(&format!("/_matrix/client/v3/profile/{}", enc(&bob.user_id)), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "Parley reads bob's profile from Synapse: {body}{}", synapse.log_tail());
+    assert_eq!(body["displayname"], "Bob on Synapse", "{body}");
+    // An unknown user is a 404 that Synapse sends and Parley passes on.
+    let nobody = format!("@nobody:{}", synapse.server_name);
+    let (status, body) = parley.get(&format!("/_matrix/client/v3/profile/{}", enc(&nobody)), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["errcode"], "M_NOT_FOUND", "{body}");
+    // And the other way.
+    let nobody = format!("@nobody:{}", parley.server_name);
+    let (status, body) = synapse.get(&format!("/_matrix/client/v3/profile/{}", enc(&nobody)), &bob.token).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["errcode"], "M_NOT_FOUND", "{body}");
+
+    // c. Each is the other's notary: it relays the other's keys, signed by both.
+    let parley_keys = parley.get("/_matrix/key/v2/server", None).await.1;
+    let (status, body) = parley.get(&format!("/_matrix/key/v2/query/{}", enc(&synapse.server_name)), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_relayed(&body, &synapse_keys, &synapse.server_name, &parley.server_name);
+    let (status, body) = synapse.get(&format!("/_matrix/key/v2/query/{}", enc(&parley.server_name)), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}{}", synapse.log_tail());
+    assert_relayed(&body, &parley_keys, &parley.server_name, &synapse.server_name);
+    pair.finish().await;
+}
+
+/// Room aliases of each server resolve on the other through directory queries; an unknown
+/// one is a 404 on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_and_parley_resolve_each_others_room_aliases() {
+    let Some(pair) = Pair::start().await else { return };
+    let (synapse, parley) = (&pair.synapse, &pair.parley);
+    let alice = parley.register("alice").await;
+    let bob = synapse.register("bob").await;
+    let on_parley = create_room(parley, &alice, json!({"room_alias_name": "lobby"})).await;
+    let (status, body) =
+        synapse.post("/_matrix/client/v3/createRoom", &bob.token, json!({"room_alias_name": "hall"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let on_synapse = body["room_id"].as_str().expect("room_id").to_owned();
+    let directory = |alias: &str| format!("/_matrix/client/v3/directory/room/{}", enc(alias));
+
+    let (status, body) = synapse.get(&directory(&format!("#lobby:{}", parley.server_name)), &bob.token).await;
+    assert_eq!(status, StatusCode::OK, "Synapse resolves a Parley alias: {body}{}", synapse.log_tail());
+    assert_eq!(body["room_id"], on_parley, "{body}");
+    assert!(body["servers"].as_array().is_some_and(|s| s.contains(&json!(parley.server_name))), "{body}");
+    let (status, body) = parley.get(&directory(&format!("#hall:{}", synapse.server_name)), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "Parley resolves a Synapse alias: {body}{}", synapse.log_tail());
+    assert_eq!(body["room_id"], on_synapse, "{body}");
+    assert!(body["servers"].as_array().is_some_and(|s| s.contains(&json!(synapse.server_name))), "{body}");
+
+    let (status, body) = synapse.get(&directory(&format!("#nowhere:{}", parley.server_name)), &bob.token).await;
+    assert_eq!((status, &body["errcode"]), (StatusCode::NOT_FOUND, &json!("M_NOT_FOUND")), "{body}");
+    let (status, body) = parley.get(&directory(&format!("#nowhere:{}", synapse.server_name)), Some(&alice.token)).await;
+    assert_eq!((status, &body["errcode"]), (StatusCode::NOT_FOUND, &json!("M_NOT_FOUND")), "{body}");
+    pair.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_and_parley_exchange_device_keys_and_to_device_messages() {
+    let Some(pair) = Pair::start().await else { return };
+    let (synapse, parley) = (&pair.synapse, &pair.parley);
+    let alice = parley.register("alice").await;
+    let bob = synapse.register("bob").await;
+
+    // Device keys and one-time keys on both sides, each queried and claimed from the other.
+    let alice_signer = upload_device_keys(parley, &alice).await;
+    let body = json!({"one_time_keys": one_time_keys(&alice, &alice_signer, "A", 1)});
+    assert_eq!(parley.post("/_matrix/client/v3/keys/upload", Some(&alice.token), body).await.0, StatusCode::OK);
+    let bob_signer = Signer::device(&bob.device_id);
+    let body = json!({
+        "device_keys": device_keys(&bob, &bob_signer),
+        "one_time_keys": one_time_keys(&bob, &bob_signer, "B", 1),
+    });
+    let (status, body) = synapse.post("/_matrix/client/v3/keys/upload", &bob.token, body).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let query = |user: &str| json!({"device_keys": {user: []}});
+    let (status, answer) = synapse.post("/_matrix/client/v3/keys/query", &bob.token, query(&alice.user_id)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let keys = &answer["device_keys"][&alice.user_id][&alice.device_id];
+    assert_eq!(
+        keys["keys"][format!("ed25519:{}", alice.device_id)],
+        alice_signer.public,
+        "Synapse queries alice's keys on Parley: {answer}{}",
+        synapse.log_tail()
+    );
+    let (status, answer) = parley.post("/_matrix/client/v3/keys/query", Some(&alice.token), query(&bob.user_id)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let keys = &answer["device_keys"][&bob.user_id][&bob.device_id];
+    assert_eq!(
+        keys["keys"][format!("ed25519:{}", bob.device_id)],
+        bob_signer.public,
+        "Parley queries bob's keys on Synapse: {answer}{}",
+        synapse.log_tail()
+    );
+
+    let claim = |user: &TestUser| json!({"one_time_keys": {&user.user_id: {&user.device_id: "signed_curve25519"}}});
+    let (status, answer) = synapse.post("/_matrix/client/v3/keys/claim", &bob.token, claim(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let claimed = &answer["one_time_keys"][&alice.user_id][&alice.device_id];
+    assert!(claimed.get("signed_curve25519:A0").is_some(), "Synapse claims alice's key: {answer}");
+    let (status, answer) = parley.post("/_matrix/client/v3/keys/claim", Some(&alice.token), claim(&bob)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let claimed = &answer["one_time_keys"][&bob.user_id][&bob.device_id];
+    assert!(claimed.get("signed_curve25519:B0").is_some(), "Parley claims bob's key: {answer}");
+
+    // To-device messages, each in a /send transaction signed by its sender's server.
+    let send = json!({"messages": {&alice.user_id: {&alice.device_id: {"hello": "alice"}}}});
+    let (status, body) = synapse.put("/_matrix/client/v3/sendToDevice/m.test/s1", &bob.token, send).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = eventually(60, "Synapse's to-device message on Parley", || async {
+        let events = sync(parley, &alice, "timeout=0").await["to_device"]["events"].clone();
+        events.as_array().filter(|e| !e.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["sender"], bob.user_id.as_str());
+    assert_eq!(events[0]["type"], "m.test");
+    assert_eq!(events[0]["content"]["hello"], "alice");
+
+    let since = synapse.sync(&bob, None).await["next_batch"].as_str().expect("next_batch").to_owned();
+    let send = json!({"messages": {&bob.user_id: {"*": {"hello": "bob"}}}});
+    let (status, body) = parley.put("/_matrix/client/v3/sendToDevice/m.test/p1", Some(&alice.token), send).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = synapse.to_device_of(&bob, since, 60).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["sender"], alice.user_id.as_str());
+    assert_eq!(events[0]["type"], "m.test");
+    assert_eq!(events[0]["content"]["hello"], "bob");
+    pair.finish().await;
+}
+
+/// `relayed` (a notary's answer) holds `keys` of `server`, signed by it and by `notary`.
+#[track_caller]
+fn assert_relayed(relayed: &Value, keys: &Value, server: &str, notary: &str) {
+    let answer = relayed["server_keys"]
+        .as_array()
+        .and_then(|all| all.iter().find(|k| k["server_name"] == server))
+        .unwrap_or_else(|| panic!("{notary} relays no keys of {server}: {relayed}"));
+    let verify_keys = keys["verify_keys"].as_object().filter(|k| !k.is_empty()).expect("own verify keys");
+    for (key_id, key) in verify_keys {
+        assert_eq!(answer["verify_keys"][key_id], *key, "{notary} relays {server}'s {key_id}: {answer}");
+    }
+    assert!(answer["signatures"][server].is_object(), "signed by {server}: {answer}");
+    assert!(answer["signatures"][notary].is_object(), "signed by the notary {notary}: {answer}");
+}
+
+/// A Synapse and a Parley that federate.
+struct Pair {
+    synapse: Synapse,
+    parley: TestServer,
+}
+
+impl Pair {
+    /// Both servers, or `None` when Synapse tests are skipped.
+    async fn start() -> Option<Self> {
+        let python = synapse_python().await?;
+        let federation = TcpListener::bind("127.0.0.1:0").await.expect("bind federation");
+        let parley_name = format!("127.0.0.1:{}", federation.local_addr().expect("addr").port());
+        let synapse = Synapse::start(&python).await;
+        let db = TestDb::create(crate::harness::Backend::Sqlite).await.expect("SQLite database");
+        let parley = TestServer::start_federated_on(db, Some(federation), |config| {
+            config.server_name = parley_name.parse().expect("server name");
+            let federation = &mut config.federation;
+            // Synapse is on loopback, with a self-signed certificate.
+            federation.ip_range_allowlist = vec!["127.0.0.0/8".parse().expect("net")];
+            federation.verify_certificates = false;
+            federation.request_timeout_secs = 30;
+        })
+        .await;
+        Some(Self { synapse, parley })
+    }
+
+    async fn finish(self) {
+        self.parley.finish().await;
+        drop(self.synapse);
+    }
+}
+
+/// The venv's Python with Synapse installed, installing it on first use; `None` when the
+/// Synapse tests are skipped.
+async fn synapse_python() -> Option<PathBuf> {
+    let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    if flag("TEST_SKIP_SYNAPSE") {
+        assert!(!flag("TEST_REQUIRE_SYNAPSE"), "TEST_SKIP_SYNAPSE=1 and TEST_REQUIRE_SYNAPSE=1 contradict each other");
+        skipped("TEST_SKIP_SYNAPSE=1");
+        return None;
+    }
+    static PYTHON: OnceCell<Result<PathBuf, String>> = OnceCell::const_new();
+    let python = PYTHON.get_or_init(install).await;
+    match python {
+        Ok(python) => Some(python.clone()),
+        Err(e) => panic!("installing Synapse failed (set TEST_SKIP_SYNAPSE=1 to skip these tests):\n{e}"),
+    }
+}
+
+/// Runs `tests/synapse/install.sh` with a venv in the target directory, next to `tmp/`.
+async fn install() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target_tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let venv = target_tmp.parent().unwrap_or(target_tmp).join("synapse-venv");
+    let started = Instant::now();
+    let output = tokio::process::Command::new("bash")
+        .arg(root.join("tests/synapse/install.sh"))
+        .arg(&venv)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("running install.sh: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!("install.sh exited with {}:\n{stdout}\n{stderr}", output.status));
+    }
+    let python = stdout.lines().last().map(PathBuf::from).filter(|p| p.exists());
+    let python = python.ok_or_else(|| format!("install.sh printed no Python path:\n{stdout}\n{stderr}"))?;
+    {
+        use std::io::Write as _;
+        // Seen outside the capture, so a slow first run explains itself.
+        let _ = writeln!(std::io::stderr(), "synapse: ready at {} in {:.1?}", python.display(), started.elapsed());
+    }
+    Ok(python)
+}
+
+/// A running Synapse, killed on drop; its log is shown when the test fails.
+struct Synapse {
+    /// `127.0.0.1:<port>`.
+    server_name: String,
+    /// `https://127.0.0.1:<port>`: client, federation and key APIs on one listener.
+    base: String,
+    http: reqwest::Client,
+    child: std::process::Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Synapse {
+    async fn start(python: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port().await;
+        let server_name = format!("127.0.0.1:{port}");
+
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+        let cert = dir.path().join("tls.crt");
+        let key = dir.path().join("tls.key");
+        std::fs::write(&cert, certified.cert.pem()).expect("write certificate");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+        // Synapse's signing key file: algorithm, version, and the seed in unpadded base64.
+        let seed: [u8; 32] = rand::random();
+        let signing_key = dir.path().join("signing.key");
+        let seed = Base64::<Standard, _>::new(seed.to_vec()).encode();
+        std::fs::write(&signing_key, format!("ed25519 a_test {seed}\n")).expect("write signing key");
+
+        let generous = json!({"per_second": 1000, "burst_count": 1000});
+        // JSON is YAML.
+        let config = json!({
+            "server_name": server_name,
+            "pid_file": dir.path().join("homeserver.pid"),
+            "report_stats": false,
+            "signing_key_path": signing_key,
+            "tls_certificate_path": cert,
+            "tls_private_key_path": key,
+            "listeners": [{
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": true,
+                "x_forwarded": false,
+                "resources": [{"names": ["client", "federation", "keys"], "compress": false}],
+            }],
+            "database": {"name": "sqlite3", "args": {"database": dir.path().join("homeserver.db")}},
+            "media_store_path": dir.path().join("media"),
+            "macaroon_secret_key": "parley interop test",
+            "form_secret": "parley interop test",
+            "enable_registration": true,
+            "enable_registration_without_verification": true,
+            // Parley is on loopback, with a self-signed certificate; nobody else is asked for
+            // keys.
+            "federation_verify_certificates": false,
+            "ip_range_whitelist": ["127.0.0.0/8"],
+            // Synapse checks an IP-literal server name against the federation blocklist alone
+            // (the allowlist above is not consulted there), so loopback must be off that list.
+            // The other private ranges stay blocked.
+            "federation_ip_range_blacklist": [
+                "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",
+                "::1/128", "fc00::/7", "fe80::/10",
+            ],
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": true,
+            "use_presence": false,
+            "enable_metrics": false,
+            "url_preview_enabled": false,
+            "rc_message": generous,
+            "rc_registration": generous,
+            "rc_login": {"address": generous, "account": generous, "failed_attempts": generous},
+            "rc_key_requests": generous,
+            "rc_profile": generous,
+            // Polling tests must not be answered the same cached sync for two minutes.
+            "caches": {"sync_response_cache_duration": 0},
+            "rc_federation": {"window_size": 1000, "sleep_limit": 1000, "sleep_delay": 1, "reject_limit": 1000, "concurrent": 100},
+        });
+        let config_path = dir.path().join("homeserver.yaml");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("config")).expect("write config");
+
+        let log = dir.path().join("homeserver.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = std::process::Command::new(python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start Synapse");
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let mut synapse = Self { server_name, base: format!("https://127.0.0.1:{port}"), http, child, log, _dir: dir };
+        synapse.wait_until_up().await;
+        synapse
+    }
+
+    async fn wait_until_up(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("Synapse exited with {status} while starting{}", self.log_tail());
+            }
+            let answer = self.http.get(format!("{}/_matrix/client/versions", self.base)).send().await;
+            if answer.is_ok_and(|a| a.status().is_success()) {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "Synapse did not come up{}", self.log_tail());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The end of Synapse's log, to append to a failure message: its last lines but for the
+    /// access lines of the syncs a test polls with, and where the whole log is kept.
+    fn log_tail(&self) -> String {
+        const LINES: usize = 80;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.contains("\"GET /_matrix/client/v3/sync?")).collect();
+        let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
+        let kept =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("synapse-{}.log", self.server_name.replace(':', "-")));
+        let kept = match std::fs::write(&kept, &log) {
+            Ok(()) => format!("whole log in {}", kept.display()),
+            Err(e) => format!("the whole log could not be kept: {e}"),
+        };
+        format!("\n--- Synapse log (last {LINES} lines but syncs; {kept}) ---\n{tail}\n---")
+    }
+
+    async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("request to Synapse: {e}{}", self.log_tail()));
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let json =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, json)
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// A sync of `user`, from `since` (long-polling a second) or initial.
+    async fn sync(&self, user: &TestUser, since: Option<&str>) -> Value {
+        let path = match since {
+            Some(since) => format!("/_matrix/client/v3/sync?timeout=1000&since={}", enc(since)),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let (status, body) = self.get(&path, &user.token).await;
+        assert_eq!(status, StatusCode::OK, "sync of {}: {body}{}", user.user_id, self.log_tail());
+        body
+    }
+
+    /// The to-device messages `user` receives after `since`, waiting up to `secs` seconds for
+    /// some to arrive.
+    async fn to_device_of(&self, user: &TestUser, mut since: String, secs: u64) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let body = self.sync(user, Some(&since)).await;
+            if let Some(events) = body["to_device"]["events"].as_array().filter(|e| !e.is_empty()) {
+                return events.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no to-device message for {} on Synapse{}",
+                user.user_id,
+                self.log_tail()
+            );
+            since = body["next_batch"].as_str().expect("next_batch").to_owned();
+        }
+    }
+
+    /// Synapse's own `/_matrix/key/v2/server` answer.
+    async fn own_keys(&self) -> Value {
+        let (status, body) = self.get("/_matrix/key/v2/server", "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["server_name"], self.server_name.as_str(), "{body}");
+        body
+    }
+
+    /// Registers `localpart` through user-interactive auth (a session, then `m.login.dummy`).
+    async fn register(&self, localpart: &str) -> TestUser {
+        let mut request = json!({"username": localpart, "password": PASSWORD});
+        let (status, body) = self.post("/_matrix/client/v3/register", "", request.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "register {localpart}: {body}");
+        request["auth"] = json!({"type": "m.login.dummy", "session": body["session"]});
+        let (status, body) = self.post("/_matrix/client/v3/register", "", request).await;
+        assert_eq!(status, StatusCode::OK, "register {localpart}: {body}{}", self.log_tail());
+        TestUser {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+            token: body["access_token"].as_str().expect("access_token").to_owned(),
+            password: PASSWORD.to_owned(),
+        }
+    }
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Shown with the failed test's output.
+            eprintln!("{}", self.log_tail());
+        }
+        // Killed and reaped before its directory goes.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free on 127.0.0.1 a moment ago.
+async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr").port()
+}
