@@ -1,6 +1,7 @@
 //! Interop with a real Synapse: the two servers fetch each other's keys, accept each other's
-//! X-Matrix-signed requests, and carry profiles, notary answers, device keys and to-device
-//! messages both ways.
+//! X-Matrix-signed requests, and carry profiles, room aliases, notary answers, device and
+//! cross-signing keys, key claims and to-device messages both ways; each also serves as the
+//! other's trusted key server for a third server.
 //!
 //! The first test to need Synapse installs the pinned release from PyPI into a virtualenv
 //! under the target directory, through `tests/synapse/install.sh` (once per run; a later run
@@ -18,31 +19,29 @@ use std::{
     time::{Duration, Instant},
 };
 
+use parley::config::FederationConfig;
 use reqwest::{Method, StatusCode};
 use ruma::serde::{Base64, base64::Standard};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::OnceCell};
 
 use crate::{
-    e2ee_util::{Signer, device_keys, one_time_keys, upload_device_keys},
-    fed_harness::eventually,
-    harness::{PASSWORD, TestDb, TestServer, TestUser, enc, skipped},
+    e2ee_util::{Signer, cross_signing_key, device_keys, fallback_key, one_time_keys, upload_device_keys},
+    harness::{Backend, PASSWORD, TestDb, TestServer, TestUser, enc, skipped},
     room_util::create_room,
     sync::sync,
 };
 
+/// Each server fetches the other's keys and verifies its signed requests (profile queries,
+/// found and not found), and relays the other's keys as a notary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synapse_and_parley_fetch_keys_and_verify_requests_both_ways() {
     let Some(pair) = Pair::start().await else { return };
     let (synapse, parley) = (&pair.synapse, &pair.parley);
     let alice = parley.register("alice").await;
     let bob = synapse.register("bob").await;
-    let displayname = |user: &TestUser| format!("/_matrix/client/v3/profile/{}/displayname", enc(&user.user_id));
-    let (status, body) =
-        parley.put(&displayname(&alice), Some(&alice.token), json!({"displayname": "Alice on Parley"})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = synapse.put(&displayname(&bob), &bob.token, json!({"displayname": "Bob on Synapse"})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    set_displayname(parley, &alice, "Alice on Parley").await;
+    set_displayname(synapse, &bob, "Bob on Synapse").await;
 
     // a. Synapse asks Parley for alice's profile with a signed request; Parley verifies it,
     // which means it fetched Synapse's key (and stored it).
@@ -120,6 +119,8 @@ async fn synapse_and_parley_resolve_each_others_room_aliases() {
     pair.finish().await;
 }
 
+/// Device keys (with cross-signing keys) are queried and one-time and fallback keys claimed
+/// across the two servers, and to-device messages cross in `/send` transactions, both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synapse_and_parley_exchange_device_keys_and_to_device_messages() {
     let Some(pair) = Pair::start().await else { return };
@@ -127,16 +128,40 @@ async fn synapse_and_parley_exchange_device_keys_and_to_device_messages() {
     let alice = parley.register("alice").await;
     let bob = synapse.register("bob").await;
 
-    // Device keys and one-time keys on both sides, each queried and claimed from the other.
+    // Device keys, one-time and fallback keys on both sides, each queried and claimed from the
+    // other.
     let alice_signer = upload_device_keys(parley, &alice).await;
-    let body = json!({"one_time_keys": one_time_keys(&alice, &alice_signer, "A", 1)});
+    let body = json!({
+        "one_time_keys": one_time_keys(&alice, &alice_signer, "A", 1),
+        "fallback_keys": fallback_key(&alice, &alice_signer, "AF"),
+    });
     assert_eq!(parley.post("/_matrix/client/v3/keys/upload", Some(&alice.token), body).await.0, StatusCode::OK);
     let bob_signer = Signer::device(&bob.device_id);
     let body = json!({
         "device_keys": device_keys(&bob, &bob_signer),
         "one_time_keys": one_time_keys(&bob, &bob_signer, "B", 1),
+        "fallback_keys": fallback_key(&bob, &bob_signer, "BF"),
     });
     let (status, body) = synapse.post("/_matrix/client/v3/keys/upload", &bob.token, body).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Cross-signing keys (master, self-signing, user-signing), first upload: no UIA on either.
+    let cross_signing = |user: &TestUser| {
+        let (master, self_signing, user_signing) =
+            (Signer::cross_signing(), Signer::cross_signing(), Signer::cross_signing());
+        let body = json!({
+            "master_key": cross_signing_key(&user.user_id, "master", &master, None),
+            "self_signing_key": cross_signing_key(&user.user_id, "self_signing", &self_signing, Some(&master)),
+            "user_signing_key": cross_signing_key(&user.user_id, "user_signing", &user_signing, Some(&master)),
+        });
+        (body, master, self_signing)
+    };
+    const SIGNING_UPLOAD: &str = "/_matrix/client/v3/keys/device_signing/upload";
+    let (body, alice_master, alice_self_signing) = cross_signing(&alice);
+    let (status, body) = parley.post(SIGNING_UPLOAD, Some(&alice.token), body).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (body, bob_master, bob_self_signing) = cross_signing(&bob);
+    let (status, body) = synapse.post(SIGNING_UPLOAD, &bob.token, body).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let query = |user: &str| json!({"device_keys": {user: []}});
@@ -149,6 +174,7 @@ async fn synapse_and_parley_exchange_device_keys_and_to_device_messages() {
         "Synapse queries alice's keys on Parley: {answer}{}",
         synapse.log_tail()
     );
+    assert_cross_signing(&answer, &alice.user_id, &alice_master, &alice_self_signing);
     let (status, answer) = parley.post("/_matrix/client/v3/keys/query", Some(&alice.token), query(&bob.user_id)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let keys = &answer["device_keys"][&bob.user_id][&bob.device_id];
@@ -158,41 +184,207 @@ async fn synapse_and_parley_exchange_device_keys_and_to_device_messages() {
         "Parley queries bob's keys on Synapse: {answer}{}",
         synapse.log_tail()
     );
+    assert_cross_signing(&answer, &bob.user_id, &bob_master, &bob_self_signing);
 
+    // The one-time key first, then the fallback key, which is not used up.
     let claim = |user: &TestUser| json!({"one_time_keys": {&user.user_id: {&user.device_id: "signed_curve25519"}}});
-    let (status, answer) = synapse.post("/_matrix/client/v3/keys/claim", &bob.token, claim(&alice)).await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    let claimed = &answer["one_time_keys"][&alice.user_id][&alice.device_id];
-    assert!(claimed.get("signed_curve25519:A0").is_some(), "Synapse claims alice's key: {answer}");
-    let (status, answer) = parley.post("/_matrix/client/v3/keys/claim", Some(&alice.token), claim(&bob)).await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    let claimed = &answer["one_time_keys"][&bob.user_id][&bob.device_id];
-    assert!(claimed.get("signed_curve25519:B0").is_some(), "Parley claims bob's key: {answer}");
+    for expected in ["signed_curve25519:A0", "signed_curve25519:AF", "signed_curve25519:AF"] {
+        let (status, answer) = synapse.post("/_matrix/client/v3/keys/claim", &bob.token, claim(&alice)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let claimed = &answer["one_time_keys"][&alice.user_id][&alice.device_id];
+        assert!(claimed.get(expected).is_some(), "Synapse claims alice's {expected}: {answer}");
+    }
+    for expected in ["signed_curve25519:B0", "signed_curve25519:BF", "signed_curve25519:BF"] {
+        let (status, answer) = parley.post("/_matrix/client/v3/keys/claim", Some(&alice.token), claim(&bob)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let claimed = &answer["one_time_keys"][&bob.user_id][&bob.device_id];
+        assert!(claimed.get(expected).is_some(), "Parley claims bob's {expected}: {answer}");
+    }
 
-    // To-device messages, each in a /send transaction signed by its sender's server.
-    let send = json!({"messages": {&alice.user_id: {&alice.device_id: {"hello": "alice"}}}});
-    let (status, body) = synapse.put("/_matrix/client/v3/sendToDevice/m.test/s1", &bob.token, send).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let events = eventually(60, "Synapse's to-device message on Parley", || async {
-        let events = sync(parley, &alice, "timeout=0").await["to_device"]["events"].clone();
-        events.as_array().filter(|e| !e.is_empty()).cloned()
-    })
-    .await;
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0]["sender"], bob.user_id.as_str());
-    assert_eq!(events[0]["type"], "m.test");
-    assert_eq!(events[0]["content"]["hello"], "alice");
+    // To-device messages, each in a /send transaction signed by its sender's server: one to a
+    // named device and one to every device ("*"), in two transactions each way.
+    let since = sync(parley, &alice, "timeout=0").await["next_batch"].as_str().expect("next_batch").to_owned();
+    for (txn, device) in [("s1", alice.device_id.as_str()), ("s2", "*")] {
+        let send = json!({"messages": {&alice.user_id: {device: {"to": device}}}});
+        let (status, body) =
+            synapse.put(&format!("/_matrix/client/v3/sendToDevice/m.test/{txn}"), &bob.token, send).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let events = to_device_on_parley(parley, &alice, since, 2, 60).await;
+    assert_to_device(&events, &bob.user_id, &[alice.device_id.as_str(), "*"]);
 
     let since = synapse.sync(&bob, None).await["next_batch"].as_str().expect("next_batch").to_owned();
-    let send = json!({"messages": {&bob.user_id: {"*": {"hello": "bob"}}}});
-    let (status, body) = parley.put("/_matrix/client/v3/sendToDevice/m.test/p1", Some(&alice.token), send).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let events = synapse.to_device_of(&bob, since, 60).await;
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0]["sender"], alice.user_id.as_str());
-    assert_eq!(events[0]["type"], "m.test");
-    assert_eq!(events[0]["content"]["hello"], "bob");
+    for (txn, device) in [("p1", bob.device_id.as_str()), ("p2", "*")] {
+        let send = json!({"messages": {&bob.user_id: {device: {"to": device}}}});
+        let (status, body) =
+            parley.put(&format!("/_matrix/client/v3/sendToDevice/m.test/{txn}"), Some(&alice.token), send).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let events = synapse.to_device_of(&bob, since, 2, 60).await;
+    assert_to_device(&events, &alice.user_id, &[bob.device_id.as_str(), "*"]);
     pair.finish().await;
+}
+
+/// Synapse trusts a Parley as its notary (`trusted_key_servers`, with the notary's key): it
+/// verifies a request from a second Parley that it may not reach itself (on 127.0.0.2, which
+/// its federation blocks) with the keys the notary relays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_gets_keys_through_a_parley_notary() {
+    let Some(python) = synapse_python().await else { return };
+    let notary = start_parley("127.0.0.1", |_| {}).await;
+    let hidden = start_parley("127.0.0.2", |_| {}).await;
+    let (status, notary_keys) = notary.get("/_matrix/key/v2/server", None).await;
+    assert_eq!(status, StatusCode::OK, "{notary_keys}");
+    let options = SynapseOptions {
+        trusted_key_server: Some((notary.server_name.clone(), notary_keys["verify_keys"].clone())),
+        blocked: vec!["127.0.0.2/32"],
+    };
+    let synapse = Synapse::start(&python, options).await;
+    let bob = synapse.register("bob").await;
+    set_displayname(&synapse, &bob, "Bob on Synapse").await;
+    let carol = hidden.register("carol").await;
+
+    // Synapse cannot reach the hidden server: what follows cannot be a direct key fetch.
+    let (status, body) = synapse.get(&format!("/_matrix/client/v3/profile/{}", enc(&carol.user_id)), &bob.token).await;
+    assert_ne!(status, StatusCode::OK, "Synapse was to be kept from {}: {body}", hidden.server_name);
+
+    let (status, body) =
+        hidden.get(&format!("/_matrix/client/v3/profile/{}", enc(&bob.user_id)), Some(&carol.token)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "Synapse verifies {}'s request with keys relayed by {}: {body}{}",
+        hidden.server_name,
+        notary.server_name,
+        synapse.log_tail()
+    );
+    assert_eq!(body["displayname"], "Bob on Synapse", "{body}");
+    drop(synapse);
+    notary.finish().await;
+    hidden.finish().await;
+}
+
+/// A Parley trusts Synapse as its notary (`trusted_key_servers`): it verifies a request from
+/// a second Parley that it may not reach itself (on 127.0.0.2, outside its allowlist) with the
+/// keys Synapse relays, and keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parley_gets_keys_through_a_synapse_notary() {
+    let Some(python) = synapse_python().await else { return };
+    let synapse = Synapse::start(&python, SynapseOptions::default()).await;
+    let parley = start_parley("127.0.0.1", |federation| {
+        federation.trusted_key_servers = vec![synapse.server_name.parse().expect("server name")];
+        federation.ip_range_allowlist = vec!["127.0.0.1/32".parse().expect("net")];
+    })
+    .await;
+    let hidden = start_parley("127.0.0.2", |_| {}).await;
+    let alice = parley.register("alice").await;
+    set_displayname(&parley, &alice, "Alice on Parley").await;
+    let carol = hidden.register("carol").await;
+
+    // Parley cannot reach the hidden server: what follows cannot be a direct key fetch.
+    let (status, body) =
+        parley.get(&format!("/_matrix/client/v3/profile/{}", enc(&carol.user_id)), Some(&alice.token)).await;
+    assert_ne!(status, StatusCode::OK, "Parley was to be kept from {}: {body}", hidden.server_name);
+
+    let (status, body) =
+        hidden.get(&format!("/_matrix/client/v3/profile/{}", enc(&alice.user_id)), Some(&carol.token)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "Parley verifies {}'s request with keys relayed by Synapse: {body}{}",
+        hidden.server_name,
+        synapse.log_tail()
+    );
+    assert_eq!(body["displayname"], "Alice on Parley", "{body}");
+    let hidden_name: ruma::OwnedServerName = hidden.server_name.parse().expect("server name");
+    let stored = parley.services().storage.server_keys.remote_keys(&hidden_name).await.expect("stored keys");
+    let (_, hidden_keys) = hidden.get("/_matrix/key/v2/server", None).await;
+    for (key_id, key) in hidden_keys["verify_keys"].as_object().expect("verify_keys") {
+        let found = stored.iter().find(|k| &k.key_id == key_id).map(|k| k.public_key.as_str());
+        assert_eq!(found, key["key"].as_str(), "Parley stored {key_id} of {hidden_name}: {stored:?}");
+    }
+    drop(synapse);
+    parley.finish().await;
+    hidden.finish().await;
+}
+
+/// Sets `user`'s display name on whichever server it is.
+async fn set_displayname(server: &impl ClientApi, user: &TestUser, name: &str) {
+    let path = format!("/_matrix/client/v3/profile/{}/displayname", enc(&user.user_id));
+    let (status, body) = server.put_json(&path, &user.token, json!({"displayname": name})).await;
+    assert_eq!(status, StatusCode::OK, "set {}'s display name: {body}", user.user_id);
+}
+
+/// A PUT to either server's client API.
+trait ClientApi {
+    async fn put_json(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value);
+}
+
+impl ClientApi for TestServer {
+    async fn put_json(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.put(path, Some(token), body).await
+    }
+}
+
+impl ClientApi for Synapse {
+    async fn put_json(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.put(path, token, body).await
+    }
+}
+
+/// The to-device messages `user` receives on Parley after `since`, waiting up to `secs`
+/// seconds for at least `n` to arrive.
+async fn to_device_on_parley(
+    parley: &TestServer,
+    user: &TestUser,
+    mut since: String,
+    n: usize,
+    secs: u64,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut events = Vec::new();
+    loop {
+        let resp = sync(parley, user, &format!("since={}&timeout=1000", enc(&since))).await;
+        events.extend(resp["to_device"]["events"].as_array().cloned().unwrap_or_default());
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} to-device messages for {} on Parley: {events:?}",
+            events.len(),
+            user.user_id
+        );
+        since = resp["next_batch"].as_str().expect("next_batch").to_owned();
+    }
+}
+
+/// `events` are exactly the `m.test` to-device messages from `sender` whose content names
+/// each of `to` (in any order).
+#[track_caller]
+fn assert_to_device(events: &[Value], sender: &str, to: &[&str]) {
+    let mut got: Vec<&str> = events.iter().filter_map(|e| e["content"]["to"].as_str()).collect();
+    got.sort_unstable();
+    let mut expected = to.to_vec();
+    expected.sort_unstable();
+    assert_eq!(got, expected, "each message once: {events:?}");
+    for event in events {
+        assert_eq!(event["sender"], sender, "{event}");
+        assert_eq!(event["type"], "m.test", "{event}");
+    }
+}
+
+/// A key query's answer holds `user_id`'s master and self-signing keys, and not the
+/// user-signing key, which only its owner sees.
+#[track_caller]
+fn assert_cross_signing(answer: &Value, user_id: &str, master: &Signer, self_signing: &Signer) {
+    assert_eq!(answer["master_keys"][user_id]["keys"][master.key_id()], master.public, "master key: {answer}");
+    assert_eq!(
+        answer["self_signing_keys"][user_id]["keys"][self_signing.key_id()],
+        self_signing.public,
+        "self-signing key: {answer}"
+    );
+    assert!(answer["user_signing_keys"].get(user_id).is_none(), "user-signing key: {answer}");
 }
 
 /// `relayed` (a notary's answer) holds `keys` of `server`, signed by it and by `notary`.
@@ -220,19 +412,8 @@ impl Pair {
     /// Both servers, or `None` when Synapse tests are skipped.
     async fn start() -> Option<Self> {
         let python = synapse_python().await?;
-        let federation = TcpListener::bind("127.0.0.1:0").await.expect("bind federation");
-        let parley_name = format!("127.0.0.1:{}", federation.local_addr().expect("addr").port());
-        let synapse = Synapse::start(&python).await;
-        let db = TestDb::create(crate::harness::Backend::Sqlite).await.expect("SQLite database");
-        let parley = TestServer::start_federated_on(db, Some(federation), |config| {
-            config.server_name = parley_name.parse().expect("server name");
-            let federation = &mut config.federation;
-            // Synapse is on loopback, with a self-signed certificate.
-            federation.ip_range_allowlist = vec!["127.0.0.0/8".parse().expect("net")];
-            federation.verify_certificates = false;
-            federation.request_timeout_secs = 30;
-        })
-        .await;
+        let synapse = Synapse::start(&python, SynapseOptions::default()).await;
+        let parley = start_parley("127.0.0.1", |_| {}).await;
         Some(Self { synapse, parley })
     }
 
@@ -240,6 +421,24 @@ impl Pair {
         self.parley.finish().await;
         drop(self.synapse);
     }
+}
+
+/// A Parley (SQLite) whose federation listener is on `ip` (a loopback address), named by it:
+/// `<ip>:<port>`. It reaches other servers on loopback and does not check their (self-signed)
+/// certificates; `adjust` changes the rest of its federation config.
+async fn start_parley(ip: &str, adjust: impl FnOnce(&mut FederationConfig)) -> TestServer {
+    let federation = TcpListener::bind((ip, 0)).await.expect("bind federation");
+    let name = federation.local_addr().expect("addr").to_string();
+    let db = TestDb::create(Backend::Sqlite).await.expect("SQLite database");
+    TestServer::start_federated_on(db, Some(federation), |config| {
+        config.server_name = name.parse().expect("server name");
+        let federation = &mut config.federation;
+        federation.ip_range_allowlist = vec!["127.0.0.0/8".parse().expect("net")];
+        federation.verify_certificates = false;
+        federation.request_timeout_secs = 30;
+        adjust(federation);
+    })
+    .await
 }
 
 /// The venv's Python with Synapse installed, installing it on first use; `None` when the
@@ -287,6 +486,16 @@ async fn install() -> Result<PathBuf, String> {
     Ok(python)
 }
 
+/// How a test's Synapse differs from the plain one.
+#[derive(Default)]
+struct SynapseOptions {
+    /// A notary to ask for other servers' keys (`trusted_key_servers`): its server name and
+    /// its `verify_keys` object, as its `/_matrix/key/v2/server` lists them.
+    trusted_key_server: Option<(String, Value)>,
+    /// Address ranges (CIDR) that Synapse's federation may not reach, besides the private ones.
+    blocked: Vec<&'static str>,
+}
+
 /// A running Synapse, killed on drop; its log is shown when the test fails.
 struct Synapse {
     /// `127.0.0.1:<port>`.
@@ -300,7 +509,7 @@ struct Synapse {
 }
 
 impl Synapse {
-    async fn start(python: &Path) -> Self {
+    async fn start(python: &Path, options: SynapseOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port().await;
         let server_name = format!("127.0.0.1:{port}");
@@ -317,6 +526,30 @@ impl Synapse {
         std::fs::write(&signing_key, format!("ed25519 a_test {seed}\n")).expect("write signing key");
 
         let generous = json!({"per_second": 1000, "burst_count": 1000});
+        let mut blocked = vec![
+            "10.0.0.0/8",
+            "100.64.0.0/10",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "::1/128",
+            "fc00::/7",
+            "fe80::/10",
+        ];
+        blocked.extend(options.blocked);
+        let trusted_key_servers: Vec<Value> = options
+            .trusted_key_server
+            .iter()
+            .map(|(name, verify_keys)| {
+                let keys: serde_json::Map<String, Value> = verify_keys
+                    .as_object()
+                    .expect("verify_keys")
+                    .iter()
+                    .map(|(id, key)| (id.clone(), key["key"].clone()))
+                    .collect();
+                json!({"server_name": name, "verify_keys": keys})
+            })
+            .collect();
         // JSON is YAML.
         let config = json!({
             "server_name": server_name,
@@ -346,11 +579,8 @@ impl Synapse {
             // Synapse checks an IP-literal server name against the federation blocklist alone
             // (the allowlist above is not consulted there), so loopback must be off that list.
             // The other private ranges stay blocked.
-            "federation_ip_range_blacklist": [
-                "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",
-                "::1/128", "fc00::/7", "fe80::/10",
-            ],
-            "trusted_key_servers": [],
+            "federation_ip_range_blacklist": blocked,
+            "trusted_key_servers": trusted_key_servers,
             "suppress_key_server_warning": true,
             "use_presence": false,
             "enable_metrics": false,
@@ -460,17 +690,20 @@ impl Synapse {
     }
 
     /// The to-device messages `user` receives after `since`, waiting up to `secs` seconds for
-    /// some to arrive.
-    async fn to_device_of(&self, user: &TestUser, mut since: String, secs: u64) -> Vec<Value> {
+    /// at least `n` to arrive.
+    async fn to_device_of(&self, user: &TestUser, mut since: String, n: usize, secs: u64) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut events = Vec::new();
         loop {
             let body = self.sync(user, Some(&since)).await;
-            if let Some(events) = body["to_device"]["events"].as_array().filter(|e| !e.is_empty()) {
-                return events.clone();
+            events.extend(body["to_device"]["events"].as_array().cloned().unwrap_or_default());
+            if events.len() >= n {
+                return events;
             }
             assert!(
                 Instant::now() < deadline,
-                "no to-device message for {} on Synapse{}",
+                "{} of {n} to-device messages for {} on Synapse: {events:?}{}",
+                events.len(),
                 user.user_id,
                 self.log_tail()
             );
