@@ -1,7 +1,8 @@
 //! Interop with a real Synapse: the two servers fetch each other's keys, accept each other's
 //! X-Matrix-signed requests, and carry profiles, room aliases, notary answers, device and
-//! cross-signing keys, key claims and to-device messages both ways; each also serves as the
-//! other's trusted key server for a third server.
+//! cross-signing keys, key claims and to-device messages both ways; users join rooms on the
+//! other server and share messages, typing, receipts and device lists there; each server
+//! also serves as the other's trusted key server for a third server.
 //!
 //! The first test to need Synapse installs the pinned release from PyPI into a virtualenv
 //! under the target directory, through `tests/synapse/install.sh` (once per run; a later run
@@ -26,9 +27,9 @@ use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::OnceCell};
 
 use crate::{
-    e2ee_util::{Signer, cross_signing_key, device_keys, fallback_key, one_time_keys, upload_device_keys},
+    e2ee_util::{Signer, cross_signing_key, device_keys, fallback_key, one_time_keys, query, upload_device_keys},
     harness::{Backend, PASSWORD, TestDb, TestServer, TestUser, enc, skipped},
-    room_util::create_room,
+    room_util::{bodies, create_room, room_path, send_text, timeline},
     sync::sync,
 };
 
@@ -223,6 +224,212 @@ async fn synapse_and_parley_exchange_device_keys_and_to_device_messages() {
     let events = synapse.to_device_of(&bob, since, 2, 60).await;
     assert_to_device(&events, &alice.user_id, &[bob.device_id.as_str(), "*"]);
     pair.finish().await;
+}
+
+/// A Synapse user joins a public room on Parley, and a Parley user one on Synapse (make_join
+/// and send_join, by alias); in each room messages cross both ways, and both servers agree
+/// on the members and on the order of the messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_and_parley_join_each_others_rooms() {
+    let Some(pair) = Pair::start().await else { return };
+    let (synapse, parley) = (&pair.synapse, &pair.parley);
+    let alice = parley.register("alice").await;
+    let bob = synapse.register("bob").await;
+    let public = |alias: &str| json!({"preset": "public_chat", "room_alias_name": alias});
+
+    // A room on Parley, joined from Synapse.
+    let on_parley = create_room(parley, &alice, public("lobby")).await;
+    let alias = format!("#lobby:{}", parley.server_name);
+    let (status, body) = synapse.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), &bob.token, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "bob on Synapse joins {alias}: {body}{}", synapse.log_tail());
+    assert_eq!(body["room_id"], on_parley, "{body}");
+    // A room on Synapse, joined from Parley.
+    let (status, body) = synapse.post("/_matrix/client/v3/createRoom", &bob.token, public("hall")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let on_synapse = body["room_id"].as_str().expect("room_id").to_owned();
+    let alias = format!("#hall:{}", synapse.server_name);
+    let (status, body) =
+        parley.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), Some(&alice.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "alice on Parley joins {alias}: {body}{}", synapse.log_tail());
+    assert_eq!(body["room_id"], on_synapse, "{body}");
+
+    for room_id in [&on_parley, &on_synapse] {
+        for (who, members) in [
+            ("Parley", parley.get(&room_path(room_id, "joined_members"), Some(&alice.token)).await),
+            ("Synapse", synapse.get(&room_path(room_id, "joined_members"), &bob.token).await),
+        ] {
+            let (status, members) = members;
+            assert_eq!(status, StatusCode::OK, "{members}");
+            for user in [&alice.user_id, &bob.user_id] {
+                assert!(members["joined"][user].is_object(), "{who} has {user} in {room_id}: {members}");
+            }
+        }
+
+        // Messages both ways, each after the other arrived: both servers keep them in order.
+        let parley_says = format!("from Parley in {room_id}");
+        let synapse_says = format!("from Synapse in {room_id}");
+        send_text(parley, &alice, room_id, &parley_says).await;
+        synapse.wait_for_bodies(&bob, room_id, &[&parley_says]).await;
+        let (status, body) = synapse
+            .put(
+                &room_path(room_id, "send/m.room.message/s1"),
+                &bob.token,
+                json!({"msgtype": "m.text", "body": synapse_says}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let want = [parley_says.as_str(), synapse_says.as_str()];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = bodies(&timeline(parley, &alice, room_id).await);
+            if got == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "Parley's timeline of {room_id}: {got:?}{}", synapse.log_tail());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        synapse.wait_for_bodies(&bob, room_id, &want).await;
+    }
+    pair.finish().await;
+}
+
+/// In a room on Parley that a Synapse user joined, typing notifications, read receipts and
+/// device list changes cross both ways, and each server's key query then finds the other's
+/// new device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_and_parley_share_typing_receipts_and_device_lists() {
+    let Some(pair) = Pair::start().await else { return };
+    let (synapse, parley) = (&pair.synapse, &pair.parley);
+    let alice = parley.register("alice").await;
+    let bob = synapse.register("bob").await;
+    let room_id = create_room(parley, &alice, json!({"preset": "public_chat", "room_alias_name": "lobby"})).await;
+    let alias = format!("#lobby:{}", parley.server_name);
+    let (status, body) = synapse.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), &bob.token, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "bob on Synapse joins {alias}: {body}{}", synapse.log_tail());
+    let from_alice = send_text(parley, &alice, &room_id, "from alice").await;
+    synapse.wait_for_bodies(&bob, &room_id, &["from alice"]).await;
+    let (status, body) = synapse
+        .put(
+            &room_path(&room_id, "send/m.room.message/s1"),
+            &bob.token,
+            json!({"msgtype": "m.text", "body": "from bob"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let from_bob = body["event_id"].as_str().expect("event_id").to_owned();
+    parley_sync_until(parley, &alice, None, "bob's message on Parley", |resp| {
+        let events = resp["rooms"]["join"][&room_id]["timeline"]["events"].as_array()?;
+        events.iter().any(|e| e["event_id"] == from_bob).then_some(())
+    })
+    .await;
+    let ephemeral = |resp: &Value, kind: &str| -> Vec<Value> {
+        let events = resp["rooms"]["join"][&room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
+        events.into_iter().filter(|e| e["type"] == kind).collect()
+    };
+    let typing = |user: &TestUser| format!("typing/{}", enc(&user.user_id));
+
+    // Typing, both ways.
+    let (status, body) =
+        synapse.put(&room_path(&room_id, &typing(&bob)), &bob.token, json!({"typing": true, "timeout": 30000})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    parley_sync_until(parley, &alice, None, "bob typing on Parley", |resp| {
+        ephemeral(resp, "m.typing").iter().any(|e| e["content"]["user_ids"] == json!([bob.user_id])).then_some(())
+    })
+    .await;
+    let (status, body) = parley
+        .put(&room_path(&room_id, &typing(&alice)), Some(&alice.token), json!({"typing": true, "timeout": 30000}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    synapse
+        .sync_until(&bob, None, "alice typing on Synapse", |resp| {
+            let typing = ephemeral(resp, "m.typing");
+            let listed =
+                |e: &Value| e["content"]["user_ids"].as_array().is_some_and(|u| u.contains(&json!(alice.user_id)));
+            typing.iter().any(listed).then_some(())
+        })
+        .await;
+
+    // Read receipts, both ways: each reads the other's message.
+    let receipt = |event_id: &str| room_path(&room_id, &format!("receipt/m.read/{}", enc(event_id)));
+    let (status, body) = synapse.post(&receipt(&from_alice), &bob.token, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    parley_sync_until(parley, &alice, None, "bob's receipt on Parley", |resp| {
+        let receipts = ephemeral(resp, "m.receipt");
+        receipts.iter().any(|e| e["content"][&from_alice]["m.read"][&bob.user_id].is_object()).then_some(())
+    })
+    .await;
+    let (status, body) = parley.post(&receipt(&from_bob), Some(&alice.token), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    synapse
+        .sync_until(&bob, None, "alice's receipt on Synapse", |resp| {
+            let receipts = ephemeral(resp, "m.receipt");
+            receipts.iter().any(|e| e["content"][&from_bob]["m.read"][&alice.user_id].is_object()).then_some(())
+        })
+        .await;
+
+    // Device lists, both ways: a new device with keys is announced, and then found by a key
+    // query (which may now be answered from the querying server's copy of the list).
+    let changed = |resp: &Value, user: &str| {
+        resp["device_lists"]["changed"].as_array().is_some_and(|c| c.contains(&json!(user))).then_some(())
+    };
+    let since = sync(parley, &alice, "timeout=0").await["next_batch"].as_str().expect("next_batch").to_owned();
+    let bob2 = synapse.login("bob").await;
+    let bob2_signer = Signer::device(&bob2.device_id);
+    let (status, body) = synapse
+        .post("/_matrix/client/v3/keys/upload", &bob2.token, json!({"device_keys": device_keys(&bob2, &bob2_signer)}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    parley_sync_until(parley, &alice, Some(since), "bob's new device announced on Parley", |resp| {
+        changed(resp, &bob.user_id)
+    })
+    .await;
+    let answer = query(parley, &alice, &[&bob.user_id]).await;
+    let keys = &answer["device_keys"][&bob.user_id][&bob2.device_id];
+    assert_eq!(keys["keys"][format!("ed25519:{}", bob2.device_id)], bob2_signer.public, "{answer}");
+
+    let since = synapse.sync(&bob, None).await["next_batch"].as_str().expect("next_batch").to_owned();
+    let alice2 = parley.login("alice").await;
+    let alice2_signer = upload_device_keys(parley, &alice2).await;
+    synapse
+        .sync_until(&bob, Some(since), "alice's new device announced on Synapse", |resp| changed(resp, &alice.user_id))
+        .await;
+    let (status, answer) =
+        synapse.post("/_matrix/client/v3/keys/query", &bob.token, json!({"device_keys": {&alice.user_id: []}})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let keys = &answer["device_keys"][&alice.user_id][&alice2.device_id];
+    assert_eq!(
+        keys["keys"][format!("ed25519:{}", alice2.device_id)],
+        alice2_signer.public,
+        "Synapse finds alice's new device: {answer}{}",
+        synapse.log_tail()
+    );
+    assert!(answer["device_keys"][&alice.user_id][&alice.device_id].is_null(), "alice's first device has no keys");
+    pair.finish().await;
+}
+
+/// Syncs `user` on Parley (from `since`, else initially each time) until `found` picks
+/// something out of a response, for up to 60 seconds.
+async fn parley_sync_until<T>(
+    parley: &TestServer,
+    user: &TestUser,
+    mut since: Option<String>,
+    what: &str,
+    found: impl Fn(&Value) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let query = since.as_ref().map_or_else(|| "timeout=0".to_owned(), |s| format!("since={}&timeout=1000", enc(s)));
+        let resp = sync(parley, user, &query).await;
+        if let Some(value) = found(&resp) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: last sync {resp}");
+        if since.is_some() {
+            since = resp["next_batch"].as_str().map(str::to_owned);
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Synapse trusts a Parley as its notary (`trusted_key_servers`, with the notary's key): it
@@ -711,12 +918,70 @@ impl Synapse {
         }
     }
 
+    /// Syncs `user` (from `since`, else initially each time) until `found` picks something out
+    /// of a response, for up to 60 seconds.
+    async fn sync_until<T>(
+        &self,
+        user: &TestUser,
+        mut since: Option<String>,
+        what: &str,
+        found: impl Fn(&Value) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let resp = self.sync(user, since.as_deref()).await;
+            if let Some(value) = found(&resp) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: last sync {resp}{}", self.log_tail());
+            if since.is_some() {
+                since = resp["next_batch"].as_str().map(str::to_owned);
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Waits until `user` sees exactly these message bodies in `room_id`, oldest first.
+    async fn wait_for_bodies(&self, user: &TestUser, room_id: &str, want: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let path = format!("{}?dir=f&limit=100", room_path(room_id, "messages"));
+            let (status, body) = self.get(&path, &user.token).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let got = bodies(body["chunk"].as_array().map_or(&[], Vec::as_slice));
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "Synapse's timeline of {room_id}: {got:?}{}", self.log_tail());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Synapse's own `/_matrix/key/v2/server` answer.
     async fn own_keys(&self) -> Value {
         let (status, body) = self.get("/_matrix/key/v2/server", "").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["server_name"], self.server_name.as_str(), "{body}");
         body
+    }
+
+    /// Logs in again as `localpart`, making a new device.
+    async fn login(&self, localpart: &str) -> TestUser {
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/login",
+                "",
+                json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart}, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login {localpart}: {body}{}", self.log_tail());
+        TestUser {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+            token: body["access_token"].as_str().expect("access_token").to_owned(),
+            password: PASSWORD.to_owned(),
+        }
     }
 
     /// Registers `localpart` through user-interactive auth (a session, then `m.login.dummy`).
