@@ -28,4 +28,5 @@ mod rooms_read;
 mod rooms_verify;
 mod rooms_visibility;
 mod storage;
+mod synapse;
 mod sync;
