@@ -297,6 +297,8 @@ async fn traffic(
         open_rate: common.poll_open_rate,
         settle,
         server_pid: common.server_pid.as_deref(),
+        homes: None,
+        other_pids: Vec::new(),
     }
     .run()
     .await
