@@ -6,6 +6,7 @@
 
 mod client;
 mod echo;
+mod federation;
 mod own_reads;
 mod scenarios;
 mod setup;
@@ -167,6 +168,39 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// (f) Two federating servers: `--url` is server A, `--other` server B. Cross-server
+    /// delivery latency both ways (one message at a time), then the rate at which a burst
+    /// sent on A arrives at B (A's outbound queue). Every message must arrive exactly once,
+    /// in the order of A's timeline.
+    Federation {
+        /// Base URL of server B (client API).
+        #[arg(long)]
+        other: String,
+        /// PID of server B's process, for its CPU time and RSS.
+        #[arg(long)]
+        other_pid: Option<String>,
+        /// Users on B in the room, each with a long-poll (1: one remote reader).
+        #[arg(long, default_value_t = 1)]
+        remote_users: usize,
+        /// Messages A → B before measuring (not counted).
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        /// Messages A → B, one at a time, for the latency.
+        #[arg(long, default_value_t = 500)]
+        latency_messages: usize,
+        /// Send rate of the latency phases, messages/s (one sender).
+        #[arg(long, default_value_t = 20.0)]
+        latency_rate: f64,
+        /// Messages B → A, one at a time (0: skip that direction).
+        #[arg(long, default_value_t = 200)]
+        reverse_messages: usize,
+        /// Messages of the throughput burst, sent on A as fast as A answers (0: skip).
+        #[arg(long, default_value_t = 5000)]
+        throughput_messages: usize,
+        /// Concurrent senders on A in the throughput burst (each its own user).
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+    },
     /// A trivial in-memory stand-in homeserver, to show what the generator can push.
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:18008")]
@@ -231,6 +265,39 @@ async fn main() -> anyhow::Result<()> {
             "own_reads",
             json!({"sends": sends, "early": early, "rooms": rooms, "samples": samples, "concurrency": concurrency}),
             own_reads::run(&api, &common, own_reads::Params { sends, early, rooms, samples, concurrency }).await?,
+        ),
+        Scenario::Federation {
+            other,
+            other_pid,
+            remote_users,
+            warmup,
+            latency_messages,
+            latency_rate,
+            reverse_messages,
+            throughput_messages,
+            senders,
+        } => (
+            "federation",
+            json!({"other": other, "remote_users": remote_users, "warmup": warmup,
+                   "latency_messages": latency_messages, "latency_rate": latency_rate,
+                   "reverse_messages": reverse_messages, "throughput_messages": throughput_messages,
+                   "senders": senders, "throughput_rate": common.rate}),
+            federation::run(
+                &api,
+                &common,
+                federation::Params {
+                    other,
+                    other_pid,
+                    remote_users,
+                    warmup,
+                    latency_messages,
+                    latency_rate,
+                    reverse_messages,
+                    throughput_messages,
+                    senders,
+                },
+            )
+            .await?,
         ),
         Scenario::EchoServer { .. } => unreachable!("handled above"),
     };
