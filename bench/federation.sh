@@ -54,10 +54,11 @@ COMMANDS="$OUT/commands.txt"
 pg_env
 
 if [ "$PROFILE" = quick ]; then
-    ARGS="--drain-secs 120 federation --warmup 5 --latency-messages 50 --reverse-messages 20 --throughput-messages 500 --senders 4"
+    ARGS="--drain-secs 120 federation --warmup 5 --latency-messages 50 --reverse-messages 20 --throughput-messages 500 --backlog-messages 500 --senders 4"
 else
-    # 500 messages each way at 20/s (25 s), then 5,000 from 8 senders as fast as A answers.
-    ARGS="--drain-secs 600 federation --warmup 20 --latency-messages 500 --latency-rate 20 --reverse-messages 200 --throughput-messages 5000 --senders 8"
+    # 500 messages A -> B and 200 B -> A at 20/s, then 5,000 from 8 senders on A as fast as A
+    # answers, then 5,000 more while B is held stopped (the backlog B then gets).
+    ARGS="--drain-secs 600 federation --warmup 20 --latency-messages 500 --latency-rate 20 --reverse-messages 200 --throughput-messages 5000 --backlog-messages 5000 --senders 8"
 fi
 ARGS="${BENCH_ARGS_FEDERATION:-$ARGS}"
 
@@ -87,7 +88,12 @@ wait_federation() {
     return 1
 }
 
-# Writes the config of one server: its database, client and federation ports, the other.
+# Writes the config of one server. The backlog phase holds B stopped (SIGSTOP) while A sends,
+# for 20-60 s; a transaction sent meanwhile must not fail, or A counts a failure and, past 500
+# queued PDUs, catches up (sends only the latest event of the room) instead. So A's federation
+# request timeout goes from 30 s to 120 s, and B's idle keep-alive limit
+# (http.header_read_timeout_secs) from 30 s to 300 s: on resuming, B's overdue timer would
+# otherwise close A's idle connection, with A's request unread in it.: its database, client and federation ports, the other.
 write_config() { # dir name db client_port fed_port other_name other_fed_port
     local dir=$1 name=$2 db=$3 client=$4 fed=$5 other=$6 other_fed=$7 url
     mkdir -p "$dir"
@@ -101,9 +107,12 @@ write_config() { # dir name db client_port fed_port other_name other_fed_port
 [federation]
 listen = "127.0.0.1:$fed"
 verify_certificates = false
+request_timeout_secs = 120
 ip_range_allowlist = ["127.0.0.0/8"]
 [federation.destinations]
 "$other" = "127.0.0.1:$other_fed"
+[http]
+header_read_timeout_secs = 300
 EOF
 }
 

@@ -56,10 +56,12 @@ wait_ready() {
     return 1
 }
 
-# Stops a server we started (SIGTERM, then SIGKILL after 30 s).
+# Stops a server we started (SIGTERM, then SIGKILL after 30 s); one a benchmark held
+# stopped (SIGSTOP) is resumed first.
 stop_pid() {
     local pid=$1
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -CONT "$pid" 2>/dev/null || true
         kill -TERM "$pid"
         for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
         kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"

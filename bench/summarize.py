@@ -183,6 +183,24 @@ def federation(runs):
          "B lag s", "A cpu s", "B cpu s", "correct"],
         rows,
     )
+    rows = []
+    for run in runs:
+        phase = get(run, "result", "phases", "backlog")
+        if phase is None:
+            continue
+        traffic, drain = phase["traffic"], phase.get("drain_after_resume") or {}
+        rows.append([
+            run["label"], traffic["sent_ok"], fmt(traffic["throughput_msgs_per_s"]),
+            fmt(drain.get("first_arrival_after_resume_s"), 2), fmt(drain.get("last_arrival_after_resume_s"), 2),
+            fmt(drain.get("per_s")), fmt(get(traffic, "phase", "server_cpu_s"), 2),
+            fmt(get(traffic, "other_servers", "other", "server_cpu_s"), 2), "yes" if phase["correct"] else "NO",
+        ])
+    table(
+        "Scenario federation: a backlog (sent on A while B was stopped) delivered after B resumes",
+        ["server", "messages", "sent on A /s", "first at B s", "last at B s", "at B /s", "A cpu s", "B cpu s",
+         "correct"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

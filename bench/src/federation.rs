@@ -13,7 +13,13 @@
 //!    reference);
 //! 3. **latency B → A**: the same the other way (the first B user sends, the A observer reads);
 //! 4. **throughput**: `senders` A users send `throughput-messages` as fast as A answers them
-//!    (closed loop); the rate at B is messages / (last arrival at B − first send start).
+//!    (closed loop); the rate at B is messages / (last arrival at B − first send start);
+//! 5. **backlog** (needs `--other-pid`): B's process is stopped (SIGSTOP) while `senders` A
+//!    users send `backlog-messages`, and resumed (SIGCONT) once A has answered them all: A's
+//!    queue then holds them all, and the rate at which they arrive at B after the resume is
+//!    the queue's own rate (transactions of up to 50 PDUs back to back, nothing else sent).
+//!    B must be stopped for less than A's federation request timeout, or A counts the
+//!    in-flight transaction as failed (and, past 500 queued PDUs, catches up instead).
 //!
 //! Every phase checks that every receiver got every message exactly once, and in the order of
 //! A's timeline (`/messages` on A); B's `/messages` must show that order too.
@@ -43,6 +49,7 @@ pub struct Params {
     pub latency_rate: f64,
     pub reverse_messages: usize,
     pub throughput_messages: usize,
+    pub backlog_messages: usize,
     pub senders: usize,
 }
 
@@ -68,6 +75,10 @@ struct PhaseReport {
 
 pub async fn run(api: &Api, common: &Common, params: Params) -> anyhow::Result<Outcome> {
     ensure!(params.senders >= 1 && params.remote_users >= 1, "need at least one sender and one remote user");
+    ensure!(
+        params.backlog_messages == 0 || params.other_pid.is_some(),
+        "--backlog-messages needs --other-pid (B is held stopped)"
+    );
     let there = api.at(&params.other);
     there.wait_ready(Duration::from_secs(60)).await?;
     let prefix = common.prefix();
@@ -134,21 +145,25 @@ pub async fn run(api: &Api, common: &Common, params: Params) -> anyhow::Result<O
 
     if params.warmup > 0 {
         let plan = vec![(0, 0); params.warmup];
-        add("warmup", world.phase("w", plan, 1, params.latency_rate, &a_then_b).await?);
+        add("warmup", world.phase("w", plan, 1, params.latency_rate, &a_then_b, false).await?);
     }
     if params.latency_messages > 0 {
         let plan = vec![(0, 0); params.latency_messages];
-        add("latency_a_to_b", world.phase("l", plan, 1, params.latency_rate, &a_then_b).await?);
+        add("latency_a_to_b", world.phase("l", plan, 1, params.latency_rate, &a_then_b, false).await?);
     }
     if params.reverse_messages > 0 {
         // B's first user sends; the A observer and B's other users read.
         let plan = vec![(0, first_b); params.reverse_messages];
         let readers: Vec<usize> = std::iter::once(observer).chain(first_b + 1..world.people.len()).collect();
-        add("latency_b_to_a", world.phase("r", plan, 1, params.latency_rate, &readers).await?);
+        add("latency_b_to_a", world.phase("r", plan, 1, params.latency_rate, &readers, false).await?);
     }
     if params.throughput_messages > 0 {
         let plan: Vec<(usize, usize)> = (0..params.throughput_messages).map(|k| (0, k % params.senders)).collect();
-        add("throughput", world.phase("t", plan, params.senders, common.rate, &a_then_b).await?);
+        add("throughput", world.phase("t", plan, params.senders, common.rate, &a_then_b, false).await?);
+    }
+    if params.backlog_messages > 0 {
+        let plan: Vec<(usize, usize)> = (0..params.backlog_messages).map(|k| (0, k % params.senders)).collect();
+        add("backlog", world.phase("b", plan, params.senders, common.rate, &a_then_b, true).await?);
     }
     let errors = api.errors.snapshot();
     lines.push(format!(
@@ -170,7 +185,8 @@ pub async fn run(api: &Api, common: &Common, params: Params) -> anyhow::Result<O
 
 impl World<'_> {
     /// Sends `plan` ((room, sender) per message), `senders` at a time at `rate` (0: as fast as
-    /// the server answers), with `readers` long-polling; then checks and summarises.
+    /// the server answers), with `readers` long-polling; then checks and summarises. With
+    /// `pause_other`, B's process is stopped while the messages are sent.
     async fn phase(
         &self,
         tag: &str,
@@ -178,6 +194,7 @@ impl World<'_> {
         senders: usize,
         rate: f64,
         readers: &[usize],
+        pause_other: bool,
     ) -> anyhow::Result<PhaseReport> {
         let common = self.common;
         let run_tag = format!("{}{tag}", common.run_id);
@@ -207,6 +224,7 @@ impl World<'_> {
             server_pid: common.server_pid.as_deref(),
             homes: Some(self.homes.clone()),
             other_pids: self.other_pid.iter().map(|pid| ("other".to_owned(), pid.clone())).collect(),
+            pause_pid: if pause_other { self.other_pid.clone() } else { None },
         }
         .run_detailed()
         .await?;
@@ -258,6 +276,23 @@ impl World<'_> {
             })
         };
         let (remote_rate, local_rate) = (rate(&remote), rate(&local));
+        // Messages answered on the sending server but not yet at a remote receiver, at worst.
+        let peak_in_flight =
+            remote.iter().map(|r| peak_backlog(&details.answered_us, &r.arrivals_us)).max().unwrap_or(0);
+        // With the other server held stopped: what arrived after it was resumed, and how fast.
+        let drain = details.resumed_us.map(|resumed| {
+            let after: Vec<u64> =
+                remote.iter().flat_map(|r| r.arrivals_us.iter().copied()).filter(|&t| t >= resumed).collect();
+            let per_receiver = after.len() as f64 / remote.len().max(1) as f64;
+            let first = after.iter().min().map_or(0, |t| t - resumed) as f64 / 1e6;
+            let last = after.iter().max().map_or(0, |t| t - resumed) as f64 / 1e6;
+            json!({
+                "arrived_after_resume": per_receiver,
+                "first_arrival_after_resume_s": stats::round3(first),
+                "last_arrival_after_resume_s": stats::round3(last),
+                "per_s": if last > 0.0 { stats::round3(per_receiver / last) } else { 0.0 },
+            })
+        });
 
         // Order: A's timeline holds every message sent, once; B's timeline and every
         // receiver's arrivals follow it.
@@ -299,6 +334,18 @@ impl World<'_> {
             remote_rate["lag_after_last_send_s"].as_f64().unwrap_or(0.0),
         ));
         lines.push(format!(
+            "in flight at most       {peak_in_flight} messages answered on {sender_side}, not yet at {far}"
+        ));
+        if let Some(drain) = &drain {
+            lines.push(format!(
+                "{far} held stopped          resumed once every send was answered: {:.0} messages arrived after, the first {:.2} s and the last {:.2} s after the resume: {:.1} msgs/s",
+                drain["arrived_after_resume"].as_f64().unwrap_or(0.0),
+                drain["first_arrival_after_resume_s"].as_f64().unwrap_or(0.0),
+                drain["last_arrival_after_resume_s"].as_f64().unwrap_or(0.0),
+                drain["per_s"].as_f64().unwrap_or(0.0),
+            ));
+        }
+        lines.push(format!(
             "deliveries              {} expected, {} missing, {} duplicate, {} unexpected, {} limited timelines",
             traffic["deliveries_expected"],
             traffic["deliveries_missing"],
@@ -326,6 +373,8 @@ impl World<'_> {
             "local_latency": if local.is_empty() { Value::Null } else { local_latency.json() },
             "remote_arrival": remote_rate,
             "local_arrival": if local.is_empty() { Value::Null } else { local_rate },
+            "peak_in_flight": peak_in_flight,
+            "drain_after_resume": drain,
             "order": {
                 "a_timeline_messages": a_order.len(),
                 "a_timeline_complete": a_complete,
@@ -337,6 +386,26 @@ impl World<'_> {
         });
         PhaseReport { json, lines, correct }
     }
+}
+
+/// The most messages answered (`answered`, times; 0 for a failed send) and not yet arrived
+/// (`arrivals`, times) at any moment.
+fn peak_backlog(answered: &[u64], arrivals: &[u64]) -> u64 {
+    let mut answered: Vec<u64> = answered.iter().copied().filter(|&t| t > 0).collect();
+    answered.sort_unstable();
+    let mut arrivals = arrivals.to_vec();
+    arrivals.sort_unstable();
+    let (mut i, mut j, mut peak) = (0, 0, 0_i64);
+    while i < answered.len() {
+        // A message can reach the other server before its sender hears the answer.
+        if j < arrivals.len() && arrivals[j] <= answered[i] {
+            j += 1;
+        } else {
+            i += 1;
+            peak = peak.max(i as i64 - j as i64);
+        }
+    }
+    u64::try_from(peak).unwrap_or(0)
 }
 
 /// The server name of a user ID.

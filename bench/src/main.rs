@@ -197,7 +197,11 @@ enum Scenario {
         /// Messages of the throughput burst, sent on A as fast as A answers (0: skip).
         #[arg(long, default_value_t = 5000)]
         throughput_messages: usize,
-        /// Concurrent senders on A in the throughput burst (each its own user).
+        /// Messages sent on A while B's process is stopped (needs --other-pid; 0: skip): the
+        /// rate at which A's queue then delivers the backlog to B.
+        #[arg(long, default_value_t = 0)]
+        backlog_messages: usize,
+        /// Concurrent senders on A in the throughput and backlog bursts (each its own user).
         #[arg(long, default_value_t = 8)]
         senders: usize,
     },
@@ -275,13 +279,14 @@ async fn main() -> anyhow::Result<()> {
             latency_rate,
             reverse_messages,
             throughput_messages,
+            backlog_messages,
             senders,
         } => (
             "federation",
             json!({"other": other, "remote_users": remote_users, "warmup": warmup,
                    "latency_messages": latency_messages, "latency_rate": latency_rate,
                    "reverse_messages": reverse_messages, "throughput_messages": throughput_messages,
-                   "senders": senders, "throughput_rate": common.rate}),
+                   "backlog_messages": backlog_messages, "senders": senders, "throughput_rate": common.rate}),
             federation::run(
                 &api,
                 &common,
@@ -294,6 +299,7 @@ async fn main() -> anyhow::Result<()> {
                     latency_rate,
                     reverse_messages,
                     throughput_messages,
+                    backlog_messages,
                     senders,
                 },
             )

@@ -299,6 +299,7 @@ async fn traffic(
         server_pid: common.server_pid.as_deref(),
         homes: None,
         other_pids: Vec::new(),
+        pause_pid: None,
     }
     .run()
     .await

@@ -58,6 +58,9 @@ pub struct Traffic<'a> {
     pub homes: Option<Vec<Api>>,
     /// Other server processes to meter over the send phase, as (label, PID).
     pub other_pids: Vec<(String, String)>,
+    /// A server process held stopped (SIGSTOP) while the messages are sent and resumed
+    /// (SIGCONT) once every send has been answered: what it receives piles up meanwhile.
+    pub pause_pid: Option<String>,
 }
 
 /// What each receiver saw, for scenarios that look closer than the summary (which server a
@@ -68,6 +71,10 @@ pub struct Details {
     pub send_start_us: u64,
     /// When the last send was answered.
     pub send_end_us: u64,
+    /// When each message's send was answered (0: it failed).
+    pub answered_us: Vec<u64>,
+    /// When the paused process was resumed (with `pause_pid`).
+    pub resumed_us: Option<u64>,
     pub receivers: Vec<ReceiverDetail>,
 }
 
@@ -77,6 +84,8 @@ pub struct ReceiverDetail {
     pub latencies: Vec<u64>,
     /// `bench_id`s in the order they first arrived.
     pub order: Vec<u32>,
+    /// When each of them arrived (microseconds), in the same order.
+    pub arrivals_us: Vec<u64>,
     /// When the first and the last new message arrived (microseconds; 0: none did).
     pub first_arrival_us: u64,
     pub last_arrival_us: u64,
@@ -97,8 +106,9 @@ struct ReceiverLog {
     gaps: u64,
     /// Sync responses received.
     responses: u64,
-    /// bench_ids in the order of their first delivery.
+    /// bench_ids in the order of their first delivery, and when each arrived.
     order: Vec<u32>,
+    arrivals: Vec<u64>,
     /// When the first and the last new message arrived (microseconds since t0).
     first_arrival: u64,
     last_arrival: u64,
@@ -220,6 +230,7 @@ impl Traffic<'_> {
         let messages = Arc::new(self.messages);
         let n_msgs = messages.len();
         let msg_ok: Arc<Vec<AtomicBool>> = Arc::new((0..n_msgs).map(|_| AtomicBool::new(false)).collect());
+        let answered: Arc<Vec<AtomicU64>> = Arc::new((0..n_msgs).map(|_| AtomicU64::new(0)).collect());
         let send_rtts = Arc::new(Mutex::new(Vec::with_capacity(n_msgs)));
         let next = Arc::new(AtomicUsize::new(0));
         let attempted = Arc::new(AtomicUsize::new(0));
@@ -227,6 +238,7 @@ impl Traffic<'_> {
         let room_ids: Arc<Vec<String>> = Arc::new(self.rooms.iter().map(|r| r.id.clone()).collect());
         let tokens: Arc<Vec<String>> = Arc::new(self.users.iter().map(|u| u.token.clone()).collect());
         let receivers_of_user = Arc::new(receivers_of_user);
+        let paused = self.pause_pid.as_deref().map(Paused::stop).transpose()?;
         let send_start = Instant::now();
         let send_start_us = shared.micros();
         let mut senders = Vec::with_capacity(self.senders);
@@ -236,6 +248,7 @@ impl Traffic<'_> {
                 shared: Arc::clone(&shared),
                 messages: Arc::clone(&messages),
                 msg_ok: Arc::clone(&msg_ok),
+                answered: Arc::clone(&answered),
                 rtts: Arc::clone(&send_rtts),
                 next: Arc::clone(&next),
                 members: Arc::clone(&members),
@@ -254,6 +267,13 @@ impl Traffic<'_> {
         }
         let send_secs = send_start.elapsed().as_secs_f64();
         let send_end_us = shared.micros();
+        let resumed_us = match paused {
+            Some(paused) => {
+                paused.resume()?;
+                Some(shared.micros())
+            }
+            None => None,
+        };
 
         // Wait for every delivery, or the drain timeout.
         let drain_start = Instant::now();
@@ -312,6 +332,7 @@ impl Traffic<'_> {
                 user: user_of_receiver[r],
                 latencies: std::mem::take(&mut log.latencies),
                 order: std::mem::take(&mut log.order),
+                arrivals_us: std::mem::take(&mut log.arrivals),
                 first_arrival_us: log.first_arrival,
                 last_arrival_us: log.last_arrival,
                 expected: wanted.len() as u64,
@@ -401,7 +422,44 @@ impl Traffic<'_> {
             "errors                  {}",
             if errors.is_empty() { "none".to_owned() } else { format!("{errors:?}") }
         ));
-        Ok((Outcome { json, lines }, Details { send_start_us, send_end_us, receivers: details }))
+        let answered_us = answered.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+        let details = Details { send_start_us, send_end_us, answered_us, resumed_us, receivers: details };
+        Ok((Outcome { json, lines }, details))
+    }
+}
+
+/// Sends a signal (`STOP`, `CONT`) to a process, with kill(1).
+fn signal(pid: &str, name: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid).status()?;
+    anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+    Ok(())
+}
+
+/// A process held stopped; resumed by `resume`, or when dropped (an error on the way must
+/// not leave it stopped).
+struct Paused {
+    pid: Option<String>,
+}
+
+impl Paused {
+    fn stop(pid: &str) -> anyhow::Result<Self> {
+        signal(pid, "STOP")?;
+        Ok(Self { pid: Some(pid.to_owned()) })
+    }
+
+    fn resume(mut self) -> anyhow::Result<()> {
+        match self.pid.take() {
+            Some(pid) => signal(&pid, "CONT"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = signal(&pid, "CONT");
+        }
     }
 }
 
@@ -464,6 +522,7 @@ fn record(shared: &Shared, r: usize, body: &Value, user_id: &str) -> u64 {
                 new += 1;
                 log.latencies.push(now.saturating_sub(t));
                 log.order.push(id as u32);
+                log.arrivals.push(now);
                 if log.first_arrival == 0 {
                     log.first_arrival = now;
                 }
@@ -480,6 +539,7 @@ struct SendCtx {
     shared: Arc<Shared>,
     messages: Arc<Vec<(usize, usize)>>,
     msg_ok: Arc<Vec<AtomicBool>>,
+    answered: Arc<Vec<AtomicU64>>,
     rtts: Arc<Mutex<Vec<u64>>>,
     next: Arc<AtomicUsize>,
     members: Arc<Vec<Vec<usize>>>,
@@ -536,6 +596,7 @@ impl SendCtx {
             if ok {
                 lock(&self.rtts).push(self.shared.micros() - t);
                 self.msg_ok[k].store(true, Ordering::Relaxed);
+                self.answered[k].store(self.shared.micros(), Ordering::Relaxed);
                 for &m in self.members[room].iter().filter(|&&m| m != sender) {
                     for &r in &self.receivers_of_user[m] {
                         self.shared.expected[r].fetch_add(1, Ordering::Relaxed);
