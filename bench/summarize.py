@@ -143,6 +143,9 @@ def main():
 
 def federation(runs):
     runs = [run for run in runs if run.get("scenario") == "federation"]
+    for run in runs:
+        if get(run, "params", "read_receipts"):
+            run["label"] += " (reads)"
     rows = []
     for run in runs:
         r = run.get("result")

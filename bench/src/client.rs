@@ -262,6 +262,12 @@ impl Api {
         self.call(Method::PUT, &path, Some(token), Some(content), Duration::from_secs(120)).await
     }
 
+    /// `POST /rooms/{roomId}/receipt/m.read.private/{eventId}`.
+    pub async fn read_private(&self, token: &str, room_id: &str, event_id: &str) -> Result<Value, CallError> {
+        let path = format!("/_matrix/client/v3/rooms/{}/receipt/m.read.private/{}", enc(room_id), enc(event_id));
+        self.call(Method::POST, &path, Some(token), Some(&json!({})), Duration::from_secs(60)).await
+    }
+
     /// `GET /sync?{query}`, waiting at most `timeout` plus a margin for the answer.
     pub async fn sync(&self, token: &str, query: &str, timeout: Duration) -> Result<Value, CallError> {
         let path = format!("/_matrix/client/v3/sync?{query}");

@@ -225,6 +225,7 @@ impl World<'_> {
             homes: Some(self.homes.clone()),
             other_pids: self.other_pid.iter().map(|pid| ("other".to_owned(), pid.clone())).collect(),
             pause_pid: if pause_other { self.other_pid.clone() } else { None },
+            read_receipts: common.read_receipts,
         }
         .run_detailed()
         .await?;

@@ -70,6 +70,12 @@ pub struct Common {
     /// Leave presence on: syncs mark users online and presence updates wake polls.
     #[arg(long, global = true)]
     pub presence: bool,
+    /// Receivers mark what they receive as read, as a client showing the room does: after
+    /// each sync response with new events, a private read receipt (`m.read.private`, which
+    /// stays on its server) for the newest one in each room. Without it every message stays
+    /// unread, and a server that counts unread messages per sync pays for all of them.
+    #[arg(long, global = true)]
+    pub read_receipts: bool,
     /// Set by the program: distinguishes this run's users, transactions and messages.
     #[arg(skip)]
     pub run_id: String,
@@ -286,7 +292,8 @@ async fn main() -> anyhow::Result<()> {
             json!({"other": other, "remote_users": remote_users, "warmup": warmup,
                    "latency_messages": latency_messages, "latency_rate": latency_rate,
                    "reverse_messages": reverse_messages, "throughput_messages": throughput_messages,
-                   "backlog_messages": backlog_messages, "senders": senders, "throughput_rate": common.rate}),
+                   "backlog_messages": backlog_messages, "senders": senders, "throughput_rate": common.rate,
+                   "read_receipts": common.read_receipts}),
             federation::run(
                 &api,
                 &common,

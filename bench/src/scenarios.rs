@@ -300,6 +300,7 @@ async fn traffic(
         homes: None,
         other_pids: Vec::new(),
         pause_pid: None,
+        read_receipts: common.read_receipts,
     }
     .run()
     .await

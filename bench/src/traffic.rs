@@ -61,6 +61,9 @@ pub struct Traffic<'a> {
     /// A server process held stopped (SIGSTOP) while the messages are sent and resumed
     /// (SIGCONT) once every send has been answered: what it receives piles up meanwhile.
     pub pause_pid: Option<String>,
+    /// Receivers send a private read receipt for the newest event of each sync response (and
+    /// leave ephemeral events out of their syncs, so that it does not wake them).
+    pub read_receipts: bool,
 }
 
 /// What each receiver saw, for scenarios that look closer than the summary (which server a
@@ -171,7 +174,11 @@ impl Traffic<'_> {
         let pid = self.server_pid;
         let rss_before = pid.and_then(stats::rss);
         let fds_before = pid.and_then(stats::open_fds);
-        let filter = sync_filter(self.timeline_limit, self.presence);
+        let mut filter = sync_filter(self.timeline_limit, self.presence);
+        if self.read_receipts {
+            filter["room"]["ephemeral"] = json!({"not_types": ["*"]});
+        }
+        let read_receipts = self.read_receipts;
         let mut tasks = Vec::with_capacity(n_recv);
         let opening = Instant::now();
         for (r, receiver) in self.receivers.into_iter().enumerate() {
@@ -181,7 +188,8 @@ impl Traffic<'_> {
             let query = sync_query(&filter, receiver.timeout_ms, self.presence);
             let user_id = self.users[receiver.user].user_id.clone();
             let api = homes[receiver.user].clone();
-            tasks.push(tokio::spawn(poll_loop(api, Arc::clone(&shared), r, receiver, query, user_id)));
+            let poll = Poll { api, shared: Arc::clone(&shared), r, query, user_id, read_receipts };
+            tasks.push(tokio::spawn(poll.run(receiver)));
         }
         while shared.opened.load(Ordering::Relaxed) < n_recv {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -463,33 +471,66 @@ impl Drop for Paused {
     }
 }
 
-async fn poll_loop(api: Api, shared: Arc<Shared>, r: usize, receiver: Receiver, query: String, user_id: String) {
-    let timeout = Duration::from_millis(receiver.timeout_ms);
-    let mut since = receiver.since;
-    let mut opened = false;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let q = format!("since={}&{query}", enc(&since));
-        if !opened {
-            opened = true;
-            shared.opened.fetch_add(1, Ordering::Relaxed);
-        }
-        match api.sync(&receiver.token, &q, timeout).await {
-            Ok(body) => {
-                let new = record(&shared, r, &body, &user_id);
-                shared.got[r].fetch_add(new, Ordering::Relaxed);
-                match body["next_batch"].as_str() {
-                    Some(next) => since = next.to_owned(),
-                    None => {
-                        api.errors.add("sync: no next_batch".to_owned());
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+/// One receiver's long-poll loop.
+struct Poll {
+    api: Api,
+    shared: Arc<Shared>,
+    r: usize,
+    query: String,
+    user_id: String,
+    read_receipts: bool,
+}
+
+impl Poll {
+    async fn run(self, receiver: Receiver) {
+        let Self { api, shared, r, query, user_id, read_receipts } = self;
+        let timeout = Duration::from_millis(receiver.timeout_ms);
+        let mut since = receiver.since;
+        let mut opened = false;
+        while !shared.stop.load(Ordering::Relaxed) {
+            let q = format!("since={}&{query}", enc(&since));
+            if !opened {
+                opened = true;
+                shared.opened.fetch_add(1, Ordering::Relaxed);
+            }
+            match api.sync(&receiver.token, &q, timeout).await {
+                Ok(body) => {
+                    let new = record(&shared, r, &body, &user_id);
+                    shared.got[r].fetch_add(new, Ordering::Relaxed);
+                    if read_receipts && new > 0 {
+                        mark_read(&api, &receiver.token, &body);
+                    }
+                    match body["next_batch"].as_str() {
+                        Some(next) => since = next.to_owned(),
+                        None => {
+                            api.errors.add("sync: no next_batch".to_owned());
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                     }
                 }
+                Err(err) => {
+                    api.errors.add(format!("sync: {}", err.kind()));
+                    let wait = err.retry_after().unwrap_or(Duration::from_millis(200));
+                    tokio::time::sleep(wait).await;
+                }
             }
-            Err(err) => {
-                api.errors.add(format!("sync: {}", err.kind()));
-                let wait = err.retry_after().unwrap_or(Duration::from_millis(200));
-                tokio::time::sleep(wait).await;
-            }
+        }
+    }
+}
+
+/// Marks the newest timeline event of each room in a sync response as read (privately), in
+/// the background: the next poll does not wait for it.
+fn mark_read(api: &Api, token: &str, body: &Value) {
+    let Some(rooms) = body["rooms"]["join"].as_object() else { return };
+    for (room_id, room) in rooms {
+        let newest = room["timeline"]["events"].as_array().and_then(|e| e.last()).and_then(|e| e["event_id"].as_str());
+        if let Some(event_id) = newest {
+            let (api, token, room_id, event_id) = (api.clone(), token.to_owned(), room_id.clone(), event_id.to_owned());
+            tokio::spawn(async move {
+                if let Err(err) = api.read_private(&token, &room_id, &event_id).await {
+                    api.errors.add(format!("receipt: {}", err.kind()));
+                }
+            });
         }
     }
 }
