@@ -46,21 +46,12 @@ RESULTS="$OUT/results.jsonl"
 COMMANDS="$OUT/commands.txt"
 : > "$RESULTS"
 : > "$COMMANDS"
-PGHOST=127.0.0.1
-PGPORT=5432
-PGUSER=postgres
-PGOPTIONS="--client-min-messages=warning"
-export PGHOST PGPORT PGUSER PGOPTIONS
-PG_BASE="postgres://postgres@127.0.0.1:5432"
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
+pg_env
 SYNAPSE_VERSION=1.163.0
 VENV="$BENCH/.venv"
-GEN="$CARGO_TARGET_DIR/release/parley-bench"
-PARLEY="$CARGO_TARGET_DIR/release/parley"
 SERVER_PID=""
-
-log() { printf '\n### %s\n' "$*" >&2; }
-# Runs a command and records it in commands.txt.
-run() { printf '%s\n' "$*" >> "$COMMANDS"; "$@"; }
 
 # ---------------------------------------------------------------------------------------------
 # Scenario parameters. "quick" checks the tooling in a few minutes; "full" is the measurement
@@ -108,45 +99,11 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 12000 ]; then
 fi
 echo "ulimit -n $(ulimit -n)" >> "$COMMANDS"
 
-# A free TCP port on 127.0.0.1 (never one another program listens on).
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Waits until $1 answers /versions and $2 (the PID) is the process listening on its port.
-wait_ready() {
-    local url=$1 pid=$2 port=${1##*:}
-    for _ in $(seq 1 240); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "server $pid exited during startup" >&2
-            return 1
-        fi
-        if curl -sf "$url/_matrix/client/versions" > /dev/null 2>&1 \
-            && ss -ltnp "sport = :$port" | grep -q "pid=$pid,"; then
-            return 0
-        fi
-        sleep 0.5
-    done
-    echo "server $pid did not answer on $url" >&2
-    return 1
-}
-
 stop_server() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID"
-        for _ in $(seq 1 60); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
-        kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    stop_pid "$SERVER_PID"
     SERVER_PID=""
 }
 trap stop_server EXIT
-
-pg_fresh_db() { # name [extra CREATE DATABASE options]
-    run psql -q -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"
-    run psql -q -d postgres -c "CREATE DATABASE $1 $2"
-}
-pg_drop_db() { psql -q -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" || true; }
 
 # ---------------------------------------------------------------------------------------------
 # Parley
@@ -159,24 +116,9 @@ start_parley() { # backend dir port
         pg_fresh_db parley_bench ""
         url="$PG_BASE/parley_bench"
     fi
-    cat > "$dir/parley.toml" <<EOF
-server_name = "localhost"
-[listen]
-client = "127.0.0.1:$port"
-[database]
-url = "$url"
-max_connections = 16
-[registration]
-mode = "open"
-[rate_limits]
-per_second = 1000000.0
-burst = 1000000
-[logging]
-level = "warn"
-EOF
-    echo "$PARLEY --config $dir/parley.toml serve > $dir/server.log 2>&1 &" >> "$COMMANDS"
-    "$PARLEY" --config "$dir/parley.toml" serve > "$dir/server.log" 2>&1 &
-    SERVER_PID=$!
+    parley_config "$dir/parley.toml" localhost "$port" "$url"
+    launch_parley "$dir"
+    SERVER_PID=$LAUNCHED_PID
     wait_ready "http://127.0.0.1:$port" "$SERVER_PID"
 }
 
@@ -285,7 +227,7 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # One scenario on one server: a fresh database and process, the generator, the JSON line kept.
 run_scenario() { # server scenario
-    local server=$1 scenario=$2 kind=${1%%-*} backend=${1#*-} port dir args output
+    local server=$1 scenario=$2 kind=${1%%-*} backend=${1#*-} port dir args
     port=$(free_port)
     dir="$OUT/$server/$scenario"
     mkdir -p "$dir"
@@ -296,16 +238,8 @@ run_scenario() { # server scenario
     esac
     args=$(scenario_args "$scenario")
     # shellcheck disable=SC2086 # the arguments are words on purpose
-    set -- "$GEN" --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --label "$server" $args
-    printf '%s\n' "$*" >> "$COMMANDS"
-    if output=$("$@" 2> "$dir/generator.log"); then
-        printf '%s\n' "$output" | grep -v '^BENCH_JSON ' || true
-        printf '%s\n' "$output" | sed -n 's/^BENCH_JSON //p' >> "$RESULTS"
-    else
-        echo "FAILED: $scenario on $server (see $dir/generator.log)" >&2
-        tail -5 "$dir/generator.log" >&2
-        printf '{"scenario":"%s","label":"%s","failed":true}\n' "${scenario//-/_}" "$server" >> "$RESULTS"
-    fi
+    run_generator "$scenario" "$server" "$dir/generator.log" \
+        "$GEN" --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --label "$server" $args || true
     stop_server
     case "$server" in
         parley-postgres) pg_drop_db parley_bench ;;
@@ -315,13 +249,10 @@ run_scenario() { # server scenario
 
 # ---------------------------------------------------------------------------------------------
 log "machine"
-{ uname -a; nproc; free -m | sed -n 2p; git -C "$ROOT" rev-parse HEAD; } | tee "$OUT/machine.txt" >&2
+machine_info "$OUT/machine.txt"
 
 if [ "$SKIP_BUILD" = 0 ]; then
-    log "building Parley and the generator (release)"
-    # Two commands: `--bin parley` would otherwise also restrict which of parley-bench's bins are built.
-    run cargo build --release --manifest-path "$ROOT/Cargo.toml" -p parley --bin parley
-    run cargo build --release --manifest-path "$ROOT/Cargo.toml" -p parley-bench
+    build_release
 fi
 case " $SERVERS " in *" synapse-"*) install_synapse ;; esac
 
@@ -334,11 +265,8 @@ if [ "$SKIP_ECHO" = 0 ]; then
     SERVER_PID=$!
     wait_ready "http://127.0.0.1:$port" "$SERVER_PID"
     # shellcheck disable=SC2086
-    set -- "$GEN" --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --label echo $ARGS_echo
-    printf '%s\n' "$*" >> "$COMMANDS"
-    output=$("$@" 2> "$OUT/echo-generator.log")
-    printf '%s\n' "$output" | grep -v '^BENCH_JSON ' || true
-    printf '%s\n' "$output" | sed -n 's/^BENCH_JSON //p' >> "$RESULTS"
+    run_generator dm echo "$OUT/echo-generator.log" \
+        "$GEN" --url "http://127.0.0.1:$port" --server-pid "$SERVER_PID" --label echo $ARGS_echo
     stop_server
 fi
 

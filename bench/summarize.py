@@ -26,6 +26,8 @@ def mib(value):
 
 
 def table(title, header, rows):
+    if not rows:
+        return
     print(f"\n{title}")
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
     line = "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))
@@ -132,10 +134,76 @@ def main():
         ["server", "sends", "/event", "/messages", "/sync"],
         rows,
     )
+    federation(runs)
     rows = [[run["params"]["clients"], fmt(get(run, "result", "commits_per_s"), 0)]
             for run in runs if run.get("scenario") == "pgbench"]
     if rows:
         table("PostgreSQL single-row INSERT commits (pgbench)", ["clients", "commits/s"], rows)
+
+
+def federation(runs):
+    runs = [run for run in runs if run.get("scenario") == "federation"]
+    for run in runs:
+        if get(run, "params", "read_receipts"):
+            run["label"] += " (reads)"
+    rows = []
+    for run in runs:
+        r = run.get("result")
+        if run.get("failed") or r is None:
+            rows.append([run["label"], "FAILED"] + [""] * 8)
+            continue
+        for name in ("latency_a_to_b", "latency_b_to_a"):
+            phase = get(r, "phases", name)
+            if phase is None:
+                continue
+            remote, local = phase["remote_latency"], phase.get("local_latency") or {}
+            rows.append([
+                run["label"], "A -> B" if name == "latency_a_to_b" else "B -> A",
+                remote["count"], fmt(remote["p50_ms"]), fmt(remote["p95_ms"]), fmt(remote["p99_ms"]),
+                fmt(remote["max_ms"]), fmt(local.get("p50_ms")), "yes" if phase["correct"] else "NO",
+            ])
+    table(
+        "Scenario federation: delivery latency to the other server (send start to arrival in /sync)",
+        ["server", "direction", "messages", "p50 ms", "p95 ms", "p99 ms", "max ms", "same-server p50",
+         "correct"],
+        rows,
+    )
+    rows = []
+    for run in runs:
+        phase = get(run, "result", "phases", "throughput")
+        if phase is None:
+            continue
+        traffic, remote = phase["traffic"], phase["remote_arrival"]
+        rows.append([
+            run["label"], traffic["sent_ok"], traffic["senders"], fmt(traffic["throughput_msgs_per_s"]),
+            fmt(remote["per_s_from_first_send"]), fmt(remote["per_s_first_to_last_arrival"]),
+            fmt(remote["lag_after_last_send_s"], 2), fmt(get(traffic, "phase", "server_cpu_s"), 2),
+            fmt(get(traffic, "other_servers", "other", "server_cpu_s"), 2), "yes" if phase["correct"] else "NO",
+        ])
+    table(
+        "Scenario federation: a burst sent on A, arriving at B (A's outbound queue)",
+        ["server", "messages", "senders", "sent on A /s", "at B /s from first send", "at B /s first to last",
+         "B lag s", "A cpu s", "B cpu s", "correct"],
+        rows,
+    )
+    rows = []
+    for run in runs:
+        phase = get(run, "result", "phases", "backlog")
+        if phase is None:
+            continue
+        traffic, drain = phase["traffic"], phase.get("drain_after_resume") or {}
+        rows.append([
+            run["label"], traffic["sent_ok"], fmt(traffic["throughput_msgs_per_s"]),
+            fmt(drain.get("first_arrival_after_resume_s"), 2), fmt(drain.get("last_arrival_after_resume_s"), 2),
+            fmt(drain.get("per_s")), fmt(get(traffic, "phase", "server_cpu_s"), 2),
+            fmt(get(traffic, "other_servers", "other", "server_cpu_s"), 2), "yes" if phase["correct"] else "NO",
+        ])
+    table(
+        "Scenario federation: a backlog (sent on A while B was stopped) delivered after B resumes",
+        ["server", "messages", "sent on A /s", "first at B s", "last at B s", "at B /s", "A cpu s", "B cpu s",
+         "correct"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

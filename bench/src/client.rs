@@ -120,6 +120,12 @@ impl Api {
         Ok(Self { http, base: base.trim_end_matches('/').to_owned(), errors: Arc::default() })
     }
 
+    /// Another homeserver, through the same HTTP client and with the same error counts (for
+    /// scenarios that span two servers).
+    pub fn at(&self, base: &str) -> Self {
+        Self { http: self.http.clone(), base: base.trim_end_matches('/').to_owned(), errors: Arc::clone(&self.errors) }
+    }
+
     /// One request; the body is parsed as JSON (`Null` when empty).
     pub async fn call(
         &self,
@@ -242,10 +248,24 @@ impl Api {
         self.setup_call("join", Method::POST, &path, Some(token), Some(&json!({}))).await.map(drop)
     }
 
+    /// `POST /join/{roomIdOrAlias}`: joins by alias too, over federation when the room or the
+    /// alias is on another server.
+    pub async fn join_by(&self, token: &str, room_id_or_alias: &str) -> anyhow::Result<String> {
+        let path = format!("/_matrix/client/v3/join/{}", enc(room_id_or_alias));
+        let resp = self.setup_call("join", Method::POST, &path, Some(token), Some(&json!({}))).await?;
+        resp["room_id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no room_id in {resp}"))
+    }
+
     /// Sends one message event; the caller counts and retries.
     pub async fn send(&self, token: &str, room_id: &str, txn: &str, content: &Value) -> Result<Value, CallError> {
         let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", enc(room_id), enc(txn));
         self.call(Method::PUT, &path, Some(token), Some(content), Duration::from_secs(120)).await
+    }
+
+    /// `POST /rooms/{roomId}/receipt/m.read.private/{eventId}`.
+    pub async fn read_private(&self, token: &str, room_id: &str, event_id: &str) -> Result<Value, CallError> {
+        let path = format!("/_matrix/client/v3/rooms/{}/receipt/m.read.private/{}", enc(room_id), enc(event_id));
+        self.call(Method::POST, &path, Some(token), Some(&json!({})), Duration::from_secs(60)).await
     }
 
     /// `GET /sync?{query}`, waiting at most `timeout` plus a margin for the answer.

@@ -6,6 +6,7 @@
 
 mod client;
 mod echo;
+mod federation;
 mod own_reads;
 mod scenarios;
 mod setup;
@@ -69,6 +70,12 @@ pub struct Common {
     /// Leave presence on: syncs mark users online and presence updates wake polls.
     #[arg(long, global = true)]
     pub presence: bool,
+    /// Receivers mark what they receive as read, as a client showing the room does: after
+    /// each sync response with new events, a private read receipt (`m.read.private`, which
+    /// stays on its server) for the newest one in each room. Without it every message stays
+    /// unread, and a server that counts unread messages per sync pays for all of them.
+    #[arg(long, global = true)]
+    pub read_receipts: bool,
     /// Set by the program: distinguishes this run's users, transactions and messages.
     #[arg(skip)]
     pub run_id: String,
@@ -167,6 +174,43 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// (f) Two federating servers: `--url` is server A, `--other` server B. Cross-server
+    /// delivery latency both ways (one message at a time), then the rate at which a burst
+    /// sent on A arrives at B (A's outbound queue). Every message must arrive exactly once,
+    /// in the order of A's timeline.
+    Federation {
+        /// Base URL of server B (client API).
+        #[arg(long)]
+        other: String,
+        /// PID of server B's process, for its CPU time and RSS.
+        #[arg(long)]
+        other_pid: Option<String>,
+        /// Users on B in the room, each with a long-poll (1: one remote reader).
+        #[arg(long, default_value_t = 1)]
+        remote_users: usize,
+        /// Messages A → B before measuring (not counted).
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        /// Messages A → B, one at a time, for the latency.
+        #[arg(long, default_value_t = 500)]
+        latency_messages: usize,
+        /// Send rate of the latency phases, messages/s (one sender).
+        #[arg(long, default_value_t = 20.0)]
+        latency_rate: f64,
+        /// Messages B → A, one at a time (0: skip that direction).
+        #[arg(long, default_value_t = 200)]
+        reverse_messages: usize,
+        /// Messages of the throughput burst, sent on A as fast as A answers (0: skip).
+        #[arg(long, default_value_t = 5000)]
+        throughput_messages: usize,
+        /// Messages sent on A while B's process is stopped (needs --other-pid; 0: skip): the
+        /// rate at which A's queue then delivers the backlog to B.
+        #[arg(long, default_value_t = 0)]
+        backlog_messages: usize,
+        /// Concurrent senders on A in the throughput and backlog bursts (each its own user).
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+    },
     /// A trivial in-memory stand-in homeserver, to show what the generator can push.
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:18008")]
@@ -231,6 +275,42 @@ async fn main() -> anyhow::Result<()> {
             "own_reads",
             json!({"sends": sends, "early": early, "rooms": rooms, "samples": samples, "concurrency": concurrency}),
             own_reads::run(&api, &common, own_reads::Params { sends, early, rooms, samples, concurrency }).await?,
+        ),
+        Scenario::Federation {
+            other,
+            other_pid,
+            remote_users,
+            warmup,
+            latency_messages,
+            latency_rate,
+            reverse_messages,
+            throughput_messages,
+            backlog_messages,
+            senders,
+        } => (
+            "federation",
+            json!({"other": other, "remote_users": remote_users, "warmup": warmup,
+                   "latency_messages": latency_messages, "latency_rate": latency_rate,
+                   "reverse_messages": reverse_messages, "throughput_messages": throughput_messages,
+                   "backlog_messages": backlog_messages, "senders": senders, "throughput_rate": common.rate,
+                   "read_receipts": common.read_receipts}),
+            federation::run(
+                &api,
+                &common,
+                federation::Params {
+                    other,
+                    other_pid,
+                    remote_users,
+                    warmup,
+                    latency_messages,
+                    latency_rate,
+                    reverse_messages,
+                    throughput_messages,
+                    backlog_messages,
+                    senders,
+                },
+            )
+            .await?,
         ),
         Scenario::EchoServer { .. } => unreachable!("handled above"),
     };

@@ -297,6 +297,10 @@ async fn traffic(
         open_rate: common.poll_open_rate,
         settle,
         server_pid: common.server_pid.as_deref(),
+        homes: None,
+        other_pids: Vec::new(),
+        pause_pid: None,
+        read_receipts: common.read_receipts,
     }
     .run()
     .await

@@ -16,6 +16,7 @@ pub struct Summary {
     pub count: usize,
     pub p50: f64,
     pub p90: f64,
+    pub p95: f64,
     pub p99: f64,
     pub max: f64,
     pub mean: f64,
@@ -39,6 +40,7 @@ impl Summary {
             count: n,
             p50: rank(0.50),
             p90: rank(0.90),
+            p95: rank(0.95),
             p99: rank(0.99),
             max: samples[n - 1] as f64 / 1000.0,
             mean: sum as f64 / n as f64 / 1000.0,
@@ -50,10 +52,19 @@ impl Summary {
             "count": self.count,
             "p50_ms": round3(self.p50),
             "p90_ms": round3(self.p90),
+            "p95_ms": round3(self.p95),
             "p99_ms": round3(self.p99),
             "max_ms": round3(self.max),
             "mean_ms": round3(self.mean),
         })
+    }
+
+    /// With p95 instead of p90.
+    pub fn line95(&self) -> String {
+        format!(
+            "p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n={})",
+            self.p50, self.p95, self.p99, self.max, self.count
+        )
     }
 
     pub fn line(&self) -> String {

@@ -54,6 +54,49 @@ pub struct Traffic<'a> {
     /// Minimum wait between opening the polls and the first send.
     pub settle: Duration,
     pub server_pid: Option<&'a str>,
+    /// Per user, the server it lives on (its index's `Api`); `None`: every user is on `api`.
+    pub homes: Option<Vec<Api>>,
+    /// Other server processes to meter over the send phase, as (label, PID).
+    pub other_pids: Vec<(String, String)>,
+    /// A server process held stopped (SIGSTOP) while the messages are sent and resumed
+    /// (SIGCONT) once every send has been answered: what it receives piles up meanwhile.
+    pub pause_pid: Option<String>,
+    /// Receivers send a private read receipt for the newest event of each sync response (and
+    /// leave ephemeral events out of their syncs, so that it does not wake them).
+    pub read_receipts: bool,
+}
+
+/// What each receiver saw, for scenarios that look closer than the summary (which server a
+/// receiver is on, the order of arrivals).
+pub struct Details {
+    /// When the first send started, in microseconds since the run's clock started (the clock
+    /// of `ReceiverDetail`'s times).
+    pub send_start_us: u64,
+    /// When the last send was answered.
+    pub send_end_us: u64,
+    /// When each message's send was answered (0: it failed).
+    pub answered_us: Vec<u64>,
+    /// When the paused process was resumed (with `pause_pid`).
+    pub resumed_us: Option<u64>,
+    pub receivers: Vec<ReceiverDetail>,
+}
+
+pub struct ReceiverDetail {
+    pub user: usize,
+    /// First-delivery latencies, microseconds.
+    pub latencies: Vec<u64>,
+    /// `bench_id`s in the order they first arrived.
+    pub order: Vec<u32>,
+    /// When each of them arrived (microseconds), in the same order.
+    pub arrivals_us: Vec<u64>,
+    /// When the first and the last new message arrived (microseconds; 0: none did).
+    pub first_arrival_us: u64,
+    pub last_arrival_us: u64,
+    pub expected: u64,
+    pub missing: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+    pub responses: u64,
 }
 
 #[derive(Default)]
@@ -66,6 +109,12 @@ struct ReceiverLog {
     gaps: u64,
     /// Sync responses received.
     responses: u64,
+    /// bench_ids in the order of their first delivery, and when each arrived.
+    order: Vec<u32>,
+    arrivals: Vec<u64>,
+    /// When the first and the last new message arrived (microseconds since t0).
+    first_arrival: u64,
+    last_arrival: u64,
 }
 
 struct Shared {
@@ -97,6 +146,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Traffic<'_> {
     pub async fn run(self) -> anyhow::Result<Outcome> {
+        self.run_detailed().await.map(|(outcome, _)| outcome)
+    }
+
+    /// The run, and what each receiver saw.
+    pub async fn run_detailed(self) -> anyhow::Result<(Outcome, Details)> {
+        let homes: Vec<Api> = self.homes.clone().unwrap_or_else(|| vec![self.api.clone(); self.users.len()]);
+        anyhow::ensure!(homes.len() == self.users.len(), "one home server per user");
+        let homes = Arc::new(homes);
         let n_recv = self.receivers.len();
         let shared = Arc::new(Shared {
             t0: Instant::now(),
@@ -108,6 +165,7 @@ impl Traffic<'_> {
             logs: (0..n_recv).map(|_| Mutex::default()).collect(),
         });
         let mut receivers_of_user: Vec<Vec<usize>> = vec![Vec::new(); self.users.len()];
+        let user_of_receiver: Vec<usize> = self.receivers.iter().map(|r| r.user).collect();
         for (r, receiver) in self.receivers.iter().enumerate() {
             receivers_of_user[receiver.user].push(r);
         }
@@ -116,7 +174,11 @@ impl Traffic<'_> {
         let pid = self.server_pid;
         let rss_before = pid.and_then(stats::rss);
         let fds_before = pid.and_then(stats::open_fds);
-        let filter = sync_filter(self.timeline_limit, self.presence);
+        let mut filter = sync_filter(self.timeline_limit, self.presence);
+        if self.read_receipts {
+            filter["room"]["ephemeral"] = json!({"not_types": ["*"]});
+        }
+        let read_receipts = self.read_receipts;
         let mut tasks = Vec::with_capacity(n_recv);
         let opening = Instant::now();
         for (r, receiver) in self.receivers.into_iter().enumerate() {
@@ -125,7 +187,9 @@ impl Traffic<'_> {
             }
             let query = sync_query(&filter, receiver.timeout_ms, self.presence);
             let user_id = self.users[receiver.user].user_id.clone();
-            tasks.push(tokio::spawn(poll_loop(self.api.clone(), Arc::clone(&shared), r, receiver, query, user_id)));
+            let api = homes[receiver.user].clone();
+            let poll = Poll { api, shared: Arc::clone(&shared), r, query, user_id, read_receipts };
+            tasks.push(tokio::spawn(poll.run(receiver)));
         }
         while shared.opened.load(Ordering::Relaxed) < n_recv {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -169,9 +233,12 @@ impl Traffic<'_> {
 
         // Send.
         let meter = PhaseMeter::start(pid);
+        let other_meters: Vec<(String, PhaseMeter)> =
+            self.other_pids.iter().map(|(label, pid)| (label.clone(), PhaseMeter::start(Some(pid)))).collect();
         let messages = Arc::new(self.messages);
         let n_msgs = messages.len();
         let msg_ok: Arc<Vec<AtomicBool>> = Arc::new((0..n_msgs).map(|_| AtomicBool::new(false)).collect());
+        let answered: Arc<Vec<AtomicU64>> = Arc::new((0..n_msgs).map(|_| AtomicU64::new(0)).collect());
         let send_rtts = Arc::new(Mutex::new(Vec::with_capacity(n_msgs)));
         let next = Arc::new(AtomicUsize::new(0));
         let attempted = Arc::new(AtomicUsize::new(0));
@@ -179,14 +246,17 @@ impl Traffic<'_> {
         let room_ids: Arc<Vec<String>> = Arc::new(self.rooms.iter().map(|r| r.id.clone()).collect());
         let tokens: Arc<Vec<String>> = Arc::new(self.users.iter().map(|u| u.token.clone()).collect());
         let receivers_of_user = Arc::new(receivers_of_user);
+        let paused = self.pause_pid.as_deref().map(Paused::stop).transpose()?;
         let send_start = Instant::now();
+        let send_start_us = shared.micros();
         let mut senders = Vec::with_capacity(self.senders);
         for _ in 0..self.senders {
             let ctx = SendCtx {
-                api: self.api.clone(),
+                homes: Arc::clone(&homes),
                 shared: Arc::clone(&shared),
                 messages: Arc::clone(&messages),
                 msg_ok: Arc::clone(&msg_ok),
+                answered: Arc::clone(&answered),
                 rtts: Arc::clone(&send_rtts),
                 next: Arc::clone(&next),
                 members: Arc::clone(&members),
@@ -204,6 +274,14 @@ impl Traffic<'_> {
             sender.await?;
         }
         let send_secs = send_start.elapsed().as_secs_f64();
+        let send_end_us = shared.micros();
+        let resumed_us = match paused {
+            Some(paused) => {
+                paused.resume()?;
+                Some(shared.micros())
+            }
+            None => None,
+        };
 
         // Wait for every delivery, or the drain timeout.
         let drain_start = Instant::now();
@@ -220,6 +298,8 @@ impl Traffic<'_> {
             task.abort();
         }
         let phase = meter.finish();
+        let other_phases: serde_json::Map<String, Value> =
+            other_meters.into_iter().map(|(label, meter)| (label, meter.finish())).collect();
 
         // Exactly once?
         let sent_ok = msg_ok.iter().filter(|ok| ok.load(Ordering::Relaxed)).count();
@@ -228,6 +308,7 @@ impl Traffic<'_> {
         let (mut expected, mut missing, mut duplicates, mut unexpected, mut gaps, mut responses) =
             (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
         let mut latencies = Vec::new();
+        let mut details = Vec::with_capacity(n_recv);
         let mut expected_sets: Vec<Vec<u32>> = vec![Vec::new(); n_recv];
         for (k, &(room, sender)) in messages.iter().enumerate() {
             if !msg_ok[k].load(Ordering::Relaxed) {
@@ -243,15 +324,31 @@ impl Traffic<'_> {
             let mut log = lock(&shared.logs[r]);
             gaps += log.gaps;
             responses += log.responses;
-            latencies.append(&mut log.latencies);
+            latencies.extend_from_slice(&log.latencies);
+            let (mut mine_missing, mut mine_duplicates) = (0, 0);
             for k in wanted {
-                expected += 1;
                 match log.seen.remove(k) {
-                    None => missing += 1,
-                    Some(n) => duplicates += u64::from(n.saturating_sub(1)),
+                    None => mine_missing += 1,
+                    Some(n) => mine_duplicates += u64::from(n.saturating_sub(1)),
                 }
             }
+            expected += wanted.len() as u64;
+            missing += mine_missing;
+            duplicates += mine_duplicates;
             unexpected += log.seen.values().map(|&n| u64::from(n)).sum::<u64>();
+            details.push(ReceiverDetail {
+                user: user_of_receiver[r],
+                latencies: std::mem::take(&mut log.latencies),
+                order: std::mem::take(&mut log.order),
+                arrivals_us: std::mem::take(&mut log.arrivals),
+                first_arrival_us: log.first_arrival,
+                last_arrival_us: log.last_arrival,
+                expected: wanted.len() as u64,
+                missing: mine_missing,
+                duplicates: mine_duplicates,
+                gaps: log.gaps,
+                responses: log.responses,
+            });
         }
         let latency = Summary::from_micros(latencies);
         let rtt = Summary::from_micros(std::mem::take(&mut *lock(&send_rtts)));
@@ -290,6 +387,7 @@ impl Traffic<'_> {
             "server_fds_before_polls": fds_before,
             "server_fds_polling": fds_polling,
             "phase": phase,
+            "other_servers": other_phases,
             "errors": errors,
         });
         let mut lines = vec![
@@ -319,42 +417,120 @@ impl Traffic<'_> {
                 fds_polling.map_or("-".to_owned(), |f| f.to_string()),
             ));
         }
+        for (label, other) in &other_phases {
+            lines.push(format!(
+                "{:<24}cpu {} s, peak rss {}",
+                format!("server {label}"),
+                other["server_cpu_s"],
+                mib(other["server_peak_rss_bytes"].as_u64())
+            ));
+        }
         lines.push(format!("generator cpu           {} s", phase["generator_cpu_s"]));
         lines.push(format!(
             "errors                  {}",
             if errors.is_empty() { "none".to_owned() } else { format!("{errors:?}") }
         ));
-        Ok(Outcome { json, lines })
+        let answered_us = answered.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+        let details = Details { send_start_us, send_end_us, answered_us, resumed_us, receivers: details };
+        Ok((Outcome { json, lines }, details))
     }
 }
 
-async fn poll_loop(api: Api, shared: Arc<Shared>, r: usize, receiver: Receiver, query: String, user_id: String) {
-    let timeout = Duration::from_millis(receiver.timeout_ms);
-    let mut since = receiver.since;
-    let mut opened = false;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let q = format!("since={}&{query}", enc(&since));
-        if !opened {
-            opened = true;
-            shared.opened.fetch_add(1, Ordering::Relaxed);
+/// Sends a signal (`STOP`, `CONT`) to a process, with kill(1).
+fn signal(pid: &str, name: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid).status()?;
+    anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+    Ok(())
+}
+
+/// A process held stopped; resumed by `resume`, or when dropped (an error on the way must
+/// not leave it stopped).
+struct Paused {
+    pid: Option<String>,
+}
+
+impl Paused {
+    fn stop(pid: &str) -> anyhow::Result<Self> {
+        signal(pid, "STOP")?;
+        Ok(Self { pid: Some(pid.to_owned()) })
+    }
+
+    fn resume(mut self) -> anyhow::Result<()> {
+        match self.pid.take() {
+            Some(pid) => signal(&pid, "CONT"),
+            None => Ok(()),
         }
-        match api.sync(&receiver.token, &q, timeout).await {
-            Ok(body) => {
-                let new = record(&shared, r, &body, &user_id);
-                shared.got[r].fetch_add(new, Ordering::Relaxed);
-                match body["next_batch"].as_str() {
-                    Some(next) => since = next.to_owned(),
-                    None => {
-                        api.errors.add("sync: no next_batch".to_owned());
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = signal(&pid, "CONT");
+        }
+    }
+}
+
+/// One receiver's long-poll loop.
+struct Poll {
+    api: Api,
+    shared: Arc<Shared>,
+    r: usize,
+    query: String,
+    user_id: String,
+    read_receipts: bool,
+}
+
+impl Poll {
+    async fn run(self, receiver: Receiver) {
+        let Self { api, shared, r, query, user_id, read_receipts } = self;
+        let timeout = Duration::from_millis(receiver.timeout_ms);
+        let mut since = receiver.since;
+        let mut opened = false;
+        while !shared.stop.load(Ordering::Relaxed) {
+            let q = format!("since={}&{query}", enc(&since));
+            if !opened {
+                opened = true;
+                shared.opened.fetch_add(1, Ordering::Relaxed);
+            }
+            match api.sync(&receiver.token, &q, timeout).await {
+                Ok(body) => {
+                    let new = record(&shared, r, &body, &user_id);
+                    shared.got[r].fetch_add(new, Ordering::Relaxed);
+                    if read_receipts && new > 0 {
+                        mark_read(&api, &receiver.token, &body);
+                    }
+                    match body["next_batch"].as_str() {
+                        Some(next) => since = next.to_owned(),
+                        None => {
+                            api.errors.add("sync: no next_batch".to_owned());
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                     }
                 }
+                Err(err) => {
+                    api.errors.add(format!("sync: {}", err.kind()));
+                    let wait = err.retry_after().unwrap_or(Duration::from_millis(200));
+                    tokio::time::sleep(wait).await;
+                }
             }
-            Err(err) => {
-                api.errors.add(format!("sync: {}", err.kind()));
-                let wait = err.retry_after().unwrap_or(Duration::from_millis(200));
-                tokio::time::sleep(wait).await;
-            }
+        }
+    }
+}
+
+/// Marks the newest timeline event of each room in a sync response as read (privately), in
+/// the background: the next poll does not wait for it.
+fn mark_read(api: &Api, token: &str, body: &Value) {
+    let Some(rooms) = body["rooms"]["join"].as_object() else { return };
+    for (room_id, room) in rooms {
+        let newest = room["timeline"]["events"].as_array().and_then(|e| e.last()).and_then(|e| e["event_id"].as_str());
+        if let Some(event_id) = newest {
+            let (api, token, room_id, event_id) = (api.clone(), token.to_owned(), room_id.clone(), event_id.to_owned());
+            tokio::spawn(async move {
+                if let Err(err) = api.read_private(&token, &room_id, &event_id).await {
+                    api.errors.add(format!("receipt: {}", err.kind()));
+                }
+            });
         }
     }
 }
@@ -386,6 +562,12 @@ fn record(shared: &Shared, r: usize, body: &Value, user_id: &str) -> u64 {
             if *count == 1 {
                 new += 1;
                 log.latencies.push(now.saturating_sub(t));
+                log.order.push(id as u32);
+                log.arrivals.push(now);
+                if log.first_arrival == 0 {
+                    log.first_arrival = now;
+                }
+                log.last_arrival = now;
             }
         }
     }
@@ -393,10 +575,12 @@ fn record(shared: &Shared, r: usize, body: &Value, user_id: &str) -> u64 {
 }
 
 struct SendCtx {
-    api: Api,
+    /// Each user's server.
+    homes: Arc<Vec<Api>>,
     shared: Arc<Shared>,
     messages: Arc<Vec<(usize, usize)>>,
     msg_ok: Arc<Vec<AtomicBool>>,
+    answered: Arc<Vec<AtomicU64>>,
     rtts: Arc<Mutex<Vec<u64>>>,
     next: Arc<AtomicUsize>,
     members: Arc<Vec<Vec<usize>>>,
@@ -434,10 +618,11 @@ impl SendCtx {
             let txn = format!("{run}-{k}");
             let mut transport_failures = 0;
             let ok = loop {
-                match self.api.send(&self.tokens[sender], &self.room_ids[room], &txn, &content).await {
+                let api = &self.homes[sender];
+                match api.send(&self.tokens[sender], &self.room_ids[room], &txn, &content).await {
                     Ok(_) => break true,
                     Err(err) => {
-                        self.api.errors.add(format!("send: {}", err.kind()));
+                        api.errors.add(format!("send: {}", err.kind()));
                         if let Some(wait) = err.retry_after() {
                             tokio::time::sleep(wait).await;
                         } else if matches!(err, CallError::Transport(_)) && transport_failures < 3 {
@@ -452,6 +637,7 @@ impl SendCtx {
             if ok {
                 lock(&self.rtts).push(self.shared.micros() - t);
                 self.msg_ok[k].store(true, Ordering::Relaxed);
+                self.answered[k].store(self.shared.micros(), Ordering::Relaxed);
                 for &m in self.members[room].iter().filter(|&&m| m != sender) {
                     for &r in &self.receivers_of_user[m] {
                         self.shared.expected[r].fetch_add(1, Ordering::Relaxed);
