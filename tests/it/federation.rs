@@ -223,19 +223,20 @@ async fn to_device_messages_cross_three_servers(backend: Backend) {
     peers.finish().await;
 }
 
-/// hs2 queues a message while hs1 is down, and is itself restarted before hs1 returns: the
-/// message survives both and arrives once.
-async fn the_queue_survives_restarts_of_sender_and_receiver(backend: Backend) {
-    let Some(mut peers) = Peers::spawn(backend, 2).await else { return };
+/// Two servers; alice on hs1 got a first message from bob on hs2 (so hs2 knows hs1 and its
+/// keys), then hs1 stopped, bob sent `{"n": 1}` to alice, and hs2's delivery of it failed
+/// at least once (its queue to hs1 is backing off). Returns hs1's database, to start it again.
+async fn hs1_down_with_a_message_queued(
+    backend: Backend,
+) -> Option<(Peers, TestUser, TestUser, crate::harness::TestDb)> {
+    let mut peers = Peers::spawn(backend, 2).await?;
     let alice = peers.get(0).register("alice").await;
     let bob = peers.get(1).register("bob").await;
-    // A first message, so that hs2 knows hs1 is up and its keys are cached.
     send_to_device(peers.get(1), &bob, "before", json!({&alice.user_id: {"*": {"n": 0}}})).await;
     assert_eq!(to_device_of(peers.get(0), &alice, 30).await.len(), 1);
 
     let hs1_db = peers.stop(0).await;
     send_to_device(peers.get(1), &bob, "while-down", json!({&alice.user_id: {"*": {"n": 1}}})).await;
-    // Let a delivery fail, so that the destination is backing off when hs2 restarts.
     let hs2_storage = peers.get(1).services().storage.clone();
     let hs1_name = peers.names[0].clone();
     eventually(30, "a failed attempt", || {
@@ -244,6 +245,13 @@ async fn the_queue_survives_restarts_of_sender_and_receiver(backend: Backend) {
         async move { (storage.federation.backoff(&name).await.expect("backoff").failures > 0).then_some(()) }
     })
     .await;
+    Some((peers, alice, bob, hs1_db))
+}
+
+/// hs2 queues a message while hs1 is down, and is itself restarted before hs1 returns: the
+/// message survives both and arrives once.
+async fn the_queue_survives_restarts_of_sender_and_receiver(backend: Backend) {
+    let Some((mut peers, alice, bob, hs1_db)) = hs1_down_with_a_message_queued(backend).await else { return };
     peers.restart(1).await;
     peers.start(0, hs1_db).await;
 
@@ -257,22 +265,7 @@ async fn the_queue_survives_restarts_of_sender_and_receiver(backend: Backend) {
 /// hs2's queue to hs1 is backing off (set to an hour here) when hs1 comes back; the first
 /// signed request hs1 makes to hs2 shows it is up, and hs2 sends at once.
 async fn a_destination_that_calls_back_is_retried_at_once(backend: Backend) {
-    let Some(mut peers) = Peers::spawn(backend, 2).await else { return };
-    let alice = peers.get(0).register("alice").await;
-    let bob = peers.get(1).register("bob").await;
-    send_to_device(peers.get(1), &bob, "warm", json!({&alice.user_id: {"*": {"n": 0}}})).await;
-    assert_eq!(to_device_of(peers.get(0), &alice, 30).await.len(), 1);
-
-    let hs1_db = peers.stop(0).await;
-    send_to_device(peers.get(1), &bob, "while-down", json!({&alice.user_id: {"*": {"n": 1}}})).await;
-    let hs2_storage = peers.get(1).services().storage.clone();
-    let hs1_name = peers.names[0].clone();
-    eventually(30, "a failed attempt", || {
-        let storage = hs2_storage.clone();
-        let name = hs1_name.clone();
-        async move { (storage.federation.backoff(&name).await.expect("backoff").failures > 0).then_some(()) }
-    })
-    .await;
+    let Some((mut peers, alice, bob, hs1_db)) = hs1_down_with_a_message_queued(backend).await else { return };
     let in_an_hour =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() + 3_600_000;
     let hs2_db = peers.get(1).db.as_ref().expect("db");
